@@ -1,0 +1,5 @@
+"""``python -m backprop``: the same command line as the ``backprop`` script."""
+
+from .cli import main
+
+raise SystemExit(main())

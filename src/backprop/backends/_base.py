@@ -1,0 +1,144 @@
+"""What every backend shares: the `Backend` record, device-name parsing and the seeded generator.
+
+The array API standard gives the core its array functions; it has no random numbers, no
+compilation, no device synchronisation and no way back to NumPy.  Those live here and in the
+per-backend modules beside this one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+_DEVICE_RE = re.compile(r"^(cpu|gpu|tpu)(?::(\d+))?$")
+
+
+def parse_device(name: str, kinds: tuple[str, ...], backend: str) -> tuple[str, int]:
+    """Split a device name such as ``"gpu:1"`` into ``("gpu", 1)``.
+
+    Raises ValueError naming the valid forms when the name is malformed or of a kind that
+    this backend cannot place arrays on.
+    """
+    valid = ", ".join(f"'{k}', '{k}:N'" for k in kinds)
+    match = _DEVICE_RE.match(str(name).strip().lower())
+    if match is None or match.group(1) not in kinds:
+        raise ValueError(f"unknown device {name!r} for backend {backend!r}; valid devices: {valid}")
+    return match.group(1), int(match.group(2) or 0)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """Any array (NumPy, CuPy, JAX, array_api_strict), list or pandas object as a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    return np.asarray(x)
+
+
+class Generator:
+    """A seeded random-number generator that gives the same numbers on every backend.
+
+    The numbers are drawn on the host with NumPy's PCG64 in float64, then rounded to the
+    backend's dtype and moved to its device, so ``seed=0`` means the same initial weights on
+    NumPy, CuPy, JAX and array_api_strict.
+    """
+
+    def __init__(self, backend: "Backend", seed: int | None):
+        self.backend = backend
+        self.numpy = np.random.Generator(np.random.PCG64(seed))
+
+    def normal(self, shape, mean: float = 0.0, std: float = 1.0):
+        """Samples of N(mean, std²) with the given shape."""
+        return self.backend.asarray(self.numpy.normal(mean, std, size=shape))
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        """Samples of U[low, high) with the given shape."""
+        return self.backend.asarray(self.numpy.uniform(low, high, size=shape))
+
+    def permutation(self, n: int):
+        """A random permutation of 0..n-1 as an int64 array on the device."""
+        return self.backend.asarray(self.numpy.permutation(n))
+
+    @property
+    def state(self) -> dict:
+        """The generator state as a JSON-serialisable dict (for checkpoints)."""
+        return self.numpy.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.numpy.bit_generator.state = value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Backend:
+    """One array library on one device with one floating dtype.
+
+    Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"jax"``, ``"array_api_strict"``), ``xp`` (the
+    array-API namespace the core computes with), ``device`` (the library's device object),
+    ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype) and ``dtype_name``.
+    """
+
+    name: str
+    xp: Any
+    device: Any
+    device_name: str
+    dtype: Any
+    dtype_name: str
+    _to_device: Callable[[np.ndarray, Any], Any] = dataclasses.field(repr=False)
+    _to_numpy: Callable[[Any], np.ndarray] = dataclasses.field(repr=False)
+    _jit: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+    _synchronize: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
+
+    def asarray(self, x: Any, dtype: Any = None):
+        """``x`` as an array of this backend on its device.
+
+        Floating data take the backend's dtype unless ``dtype`` (a name or an ``xp`` dtype) is
+        given; integer, boolean and complex data keep their dtype.  Arrays of another backend,
+        lists and pandas objects are accepted and moved through the host.
+        """
+        if self.is_native(x):
+            if dtype is None and self.xp.isdtype(x.dtype, "real floating"):
+                dtype = self.dtype
+            elif isinstance(dtype, str):
+                dtype = getattr(self.xp, dtype)
+            return self.xp.asarray(x, dtype=dtype, device=self.device)
+        host = to_host(x)
+        if dtype is None and host.dtype.kind == "f":
+            dtype = self.dtype
+        if dtype is not None:
+            host = host.astype(np.dtype(getattr(dtype, "_np_dtype", dtype)), copy=False)
+        return self._to_device(host, self.device)
+
+    def is_native(self, x: Any) -> bool:
+        """Whether ``x`` is already an array of this backend."""
+        try:
+            from array_api_compat import array_namespace
+
+            return array_namespace(x) is self.xp
+        except TypeError:
+            return False
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A NumPy array with the values of ``x`` (copied to the host when needed)."""
+        return self._to_numpy(x)
+
+    def rng(self, seed: int | None = 0) -> Generator:
+        """A seeded generator (``normal``, ``uniform``, ``permutation``); see `Generator`."""
+        return Generator(self, seed)
+
+    def jit(self, fn: Callable, **kwargs) -> Callable:
+        """``fn`` compiled where the backend can (``jax.jit(fn, **kwargs)`` on JAX), else ``fn``."""
+        return fn if self._jit is None else self._jit(fn, **kwargs)
+
+    def synchronize(self, *arrays: Any) -> None:
+        """Block until the device has finished the work producing ``arrays`` (all work on CuPy)."""
+        if self._synchronize is not None:
+            self._synchronize(*arrays)
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={self.device_name!r}, dtype={self.dtype_name!r})"

@@ -1,0 +1,61 @@
+"""The ``backprop`` command line: one sub-command per module in `backprop.commands`.
+
+Every sub-command module has ``add_arguments(parser)`` and ``run(args) -> exit code``, and a
+docstring whose first line is its help.  Usage errors exit with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+COMMANDS = ("info", "train", "check", "bench", "diagram")
+
+
+class CommandError(Exception):
+    """A bad option value or input file: reported as one line on stderr, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backprop",
+        description="Neural networks trained by a hand-written backward pass on NumPy, CuPy or JAX.",
+    )
+    parser.add_argument("--version", action="version", version=f"backprop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"backprop.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"backprop.commands.{name}":
+                raise
+            continue
+        doc = (module.__doc__ or name).strip().splitlines()[0]
+        command = sub.add_parser(name, help=doc, description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except (CommandError, ValueError, TypeError, ImportError, OSError) as exc:
+        print(f"backprop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"backprop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Gradient checking against ``jax.grad`` of an independent JAX implementation, in float64.
+
+The reference below is written from the definitions (jax.nn activations, jnp log-softmax,
+log-sigmoid cross-entropy), not from the library's forward pass, and differentiated by JAX's
+autodiff: it is the oracle, never used for training.  The relative error of a tensor is
+max|g − g_ref| / max|g_ref| (a norm-wise error, so entries that are ~0 do not blow it up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .backends import to_host
+
+DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4}
+
+
+def _jax():
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        raise ImportError('check_gradients needs JAX as its reference: pip install "backprop[jax]"') from None
+    return jax, jnp
+
+
+def reference_loss(config: dict):
+    """A JAX function loss(params, X, Y) of the network described by ``config`` (an MLP's config)."""
+    jax, jnp = _jax()
+    acts = {
+        "identity": lambda z: z,
+        "sigmoid": jax.nn.sigmoid,
+        "tanh": jnp.tanh,
+        "relu": jax.nn.relu,
+        "leaky_relu": lambda z: jnp.where(z > 0, z, 0.01 * z),
+        "elu": jax.nn.elu,
+        "softplus": jax.nn.softplus,
+        "silu": jax.nn.silu,
+        "gelu": lambda z: jax.nn.gelu(z, approximate=True),
+    }
+    hidden, loss, alpha = acts[config["activation"]], config["loss"], config["alpha"]
+    output = acts[config["output_activation"] or "identity"]
+
+    def loss_fn(params, X, Y):
+        h = X
+        for l, (W, b) in enumerate(params):
+            z = jnp.matmul(h, W, precision=jax.lax.Precision.HIGHEST) + b
+            h = hidden(z) if l < len(params) - 1 else z
+        if loss == "squared_error":
+            data = 0.5 * jnp.sum((output(h) - Y) ** 2)
+        elif loss == "binary_cross_entropy":
+            data = -jnp.sum(Y * jax.nn.log_sigmoid(h) + (1 - Y) * jax.nn.log_sigmoid(-h))
+        else:
+            data = -jnp.sum(Y * jax.nn.log_softmax(h, axis=1))
+        penalty = 0.5 * alpha * sum(jnp.sum(W**2) for W, _ in params)
+        scale = 1.0 / X.shape[0] if config["reduction"] == "mean" else 1.0
+        return scale * (data + penalty)
+
+    return loss_fn
+
+
+@dataclasses.dataclass
+class GradCheckReport:
+    """Per-tensor errors of the library's gradients against the float64 JAX reference."""
+
+    rows: list  # (name, max_abs_error, max_rel_error)
+    loss: float
+    reference_loss: float
+    rtol: float
+
+    @property
+    def max_rel_error(self) -> float:
+        return max(row[2] for row in self.rows)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel_error <= self.rtol and abs(self.loss - self.reference_loss) <= self.rtol * max(
+            abs(self.reference_loss), 1e-30
+        )
+
+    def __str__(self) -> str:
+        lines = [f"{'tensor':<8}{'max abs err':>14}{'max rel err':>14}"]
+        lines += [f"{name:<8}{a:>14.3e}{r:>14.3e}" for name, a, r in self.rows]
+        lines.append(f"loss {self.loss:.10g} (reference {self.reference_loss:.10g}); rtol {self.rtol:g}: "
+                     f"{'ok' if self.passed else 'MISMATCH'}")
+        return "\n".join(lines)
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max |value − reference|, that divided by max |reference|)."""
+    err = float(np.max(np.abs(value - reference), initial=0.0))
+    return err, err / max(float(np.max(np.abs(reference), initial=0.0)), np.finfo(np.float64).tiny)
+
+
+def check_gradients(model, params, X, y, rtol: float | None = None) -> GradCheckReport:
+    """Compare ``model.loss_and_grad(params, X, y)`` with ``jax.grad`` of the reference, in float64.
+
+    The reference sees the same numbers (params, X and encoded y upcast to float64).  ``rtol``
+    defaults to 1e-10 for float64 parameters and 1e-4 for float32.  Raises ImportError (naming
+    the extra) when JAX is missing.
+    """
+    jax, jnp = _jax()
+    xp, Xb, Yb = model.prepare(params, X, y)
+    loss, grads, _ = model.value_and_grad(xp, params, Xb, Yb)
+    dtype = str(to_host(params[0][0]).dtype)
+    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else rtol
+    as64 = lambda a: np.asarray(to_host(a), dtype=np.float64)  # noqa: E731
+    with jax.enable_x64(True):
+        cpu = jax.devices("cpu")[0]
+        put = lambda a: jax.device_put(as64(a), cpu)  # noqa: E731
+        ref_params = tuple((put(W), put(b)) for W, b in params)
+        ref_loss, ref_grads = jax.value_and_grad(reference_loss(model.config))(ref_params, put(Xb), put(Yb))
+        ref_grads = [[np.asarray(g) for g in layer] for layer in ref_grads]
+        ref_loss = float(ref_loss)
+    rows = []
+    for l, ((dW, db), (rW, rb)) in enumerate(zip(grads, ref_grads)):
+        rows.append((f"W{l}", *relative_error(as64(dW), rW)))
+        rows.append((f"b{l}", *relative_error(as64(db), rb)))
+    return GradCheckReport(rows, float(as64(loss)), ref_loss, rtol)

@@ -1,0 +1,98 @@
+"""The loss layer: the loss value and the δ that starts the backward pass.
+
+With n examples in the batch, ``scale`` is 1/n for ``reduction="mean"`` (the default) and 1 for
+``reduction="sum"`` (the classic derivation).  Z are the output layer's pre-activations
+(logits), Y the encoded targets (same shape as Z), ŷ the network's output:
+
+- ``squared_error``: ŷ = f(Z) for the chosen output activation f,
+  L = scale · ½ Σᵢₖ (ŷᵢₖ − yᵢₖ)²,  ∂L/∂ŷ = scale · (ŷ − y),  δ = ∂L/∂ŷ ⊙ f′(Z).
+- ``binary_cross_entropy`` (on logits): ŷ = σ(Z),
+  L = scale · Σᵢₖ [softplus(Zᵢₖ) − yᵢₖ Zᵢₖ] = −scale · Σ [y log ŷ + (1 − y) log(1 − ŷ)],
+  δ = scale · (σ(Z) − y)  (fused: the stable form).
+- ``softmax_cross_entropy`` (on logits; integer labels or one-hot/probability rows): ŷ = softmax(Z),
+  L = −scale · Σᵢₖ yᵢₖ log softmax(Z)ᵢₖ,  δ = scale · (softmax(Z) − y)  (fused).
+
+Each function here is pure and uses only the array API standard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+from .activations import Activation, get_activation, sigmoid, softplus
+
+LOSSES = ("squared_error", "binary_cross_entropy", "softmax_cross_entropy")
+REDUCTIONS = ("mean", "sum")
+
+
+class LossOutput(NamedTuple):
+    """What the loss layer hands the backward pass."""
+
+    value: Any  # the scalar loss (without the L2 penalty)
+    delta: Any  # δ = ∂L/∂Z of the output layer
+    output: Any  # ŷ
+    output_grad: Any  # ∂L/∂ŷ, or None where δ is fused (cross-entropies)
+
+
+def log_softmax(xp, z):
+    """log softmax(z) along axis 1 = z − max(z) − log Σ exp(z − max(z))."""
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss with its output link: ``output(xp, Z)`` gives ŷ, ``__call__`` gives a `LossOutput`."""
+
+    name: str
+    activation: Activation  # the output activation (the link for the cross-entropies)
+
+    @property
+    def classification(self) -> bool:
+        return self.name != "squared_error"
+
+    def output(self, xp, Z):
+        """ŷ for the logits Z."""
+        return self.activation.f(xp, Z)
+
+    def __call__(self, xp, Z, Y, scale) -> LossOutput:
+        if self.name == "squared_error":
+            Yhat = self.activation.f(xp, Z)
+            diff = Yhat - Y
+            dYhat = scale * diff
+            delta = dYhat if self.activation.name == "identity" else dYhat * self.activation.df(xp, Z, Yhat)
+            return LossOutput(0.5 * scale * xp.sum(diff * diff), delta, Yhat, dYhat)
+        if self.name == "binary_cross_entropy":
+            Yhat = sigmoid(xp, Z)
+            return LossOutput(scale * xp.sum(softplus(xp, Z) - Y * Z), scale * (Yhat - Y), Yhat, None)
+        logp = log_softmax(xp, Z)
+        Yhat = xp.exp(logp)
+        return LossOutput(-scale * xp.sum(Y * logp), scale * (Yhat - Y), Yhat, None)
+
+
+SOFTMAX = Activation("softmax", lambda xp, z: xp.exp(log_softmax(xp, z)), None, "glorot")
+_LINKS = {"binary_cross_entropy": get_activation("sigmoid"), "softmax_cross_entropy": SOFTMAX}
+
+
+def get_loss(name: str, output_activation: str | None = None) -> Loss:
+    """The loss ``name`` with its output activation.
+
+    ``squared_error`` takes any activation (default identity).  The cross-entropies work on
+    logits and fix their link: ``output_activation`` must be None or that link
+    (sigmoid/logistic for binary_cross_entropy, softmax for softmax_cross_entropy).
+    """
+    key = str(name).lower()
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    if key == "squared_error":
+        return Loss(key, get_activation(output_activation or "identity"))
+    link = _LINKS[key]
+    if output_activation is not None:
+        given = "softmax" if str(output_activation).lower() == "softmax" else get_activation(output_activation).name
+        if given != link.name:
+            raise ValueError(
+                f"loss {key!r} works on logits with a {link.name} output; output_activation must be None "
+                f"or {link.name!r}, got {output_activation!r}"
+            )
+    return Loss(key, link)

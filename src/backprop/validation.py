@@ -1,0 +1,130 @@
+"""Input checks: every public entry point turns bad input into a ValueError/TypeError naming the problem.
+
+The checks run once per call of a public function, never inside the compiled training step.
+Arrays of any backend, lists and pandas objects are accepted and moved to the namespace ``xp``
+and the device/dtype of ``like`` (a parameter array).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device as device_of
+
+from .backends import to_host
+
+
+def _native(x: Any, xp) -> bool:
+    try:
+        return array_namespace(x) is xp
+    except TypeError:
+        return False
+
+
+def _host_view(x: Any, name: str) -> np.ndarray:
+    try:
+        return to_host(x)
+    except Exception as exc:
+        raise TypeError(f"{name} could not be read as an array ({type(exc).__name__}: {exc})") from None
+
+
+def array_dtype(x: Any, name: str = "input") -> np.dtype:
+    """The NumPy dtype matching ``x``'s (for any backend's array, list or pandas object)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None:
+        try:
+            return np.dtype(getattr(dtype, "_np_dtype", dtype))
+        except TypeError:
+            pass
+    return _host_view(x, name).dtype
+
+
+def to_namespace(x: Any, xp, like, dtype=None):
+    """``x`` as an ``xp`` array on ``like``'s device (in ``dtype`` when given)."""
+    if _native(x, xp):
+        return x if dtype is None or x.dtype == dtype else xp.astype(x, dtype)
+    host = _host_view(x, "input")
+    return xp.asarray(host, dtype=dtype, device=device_of(like))
+
+
+def check_finite(xp, a, name: str) -> None:
+    """Raise ValueError when ``a`` holds NaN or ±inf."""
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def _shape(x: Any, name: str) -> tuple[int, ...]:
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else _host_view(x, name).shape
+
+
+def check_float_kind(kind: str, name: str, dtype: Any) -> None:
+    """Raise TypeError unless ``kind`` (NumPy's dtype kind letter) is real floating."""
+    if kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {dtype}")
+    if kind != "f":
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {dtype}; convert it first, e.g. "
+            f"{name}.astype('float32')"
+        )
+
+
+def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
+    """``X`` checked as a finite, floating, 2-D (n_samples, n_features) array with ≥ 1 row."""
+    shape = _shape(X, name)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {len(shape)}-D shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least one is needed")
+    if n_columns is not None and shape[1] != n_columns:
+        raise ValueError(f"{name} has {shape[1]} features, but the network expects {n_columns}")
+    dtype = array_dtype(X, name)
+    check_float_kind(dtype.kind, name, dtype)
+    A = to_namespace(X, xp, like, like.dtype)
+    check_finite(xp, A, name)
+    return A
+
+
+def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str = "y"):
+    """``y`` checked and encoded as an (n_samples, n_outputs) float array for ``loss``.
+
+    squared_error: floats; binary_cross_entropy: values in [0, 1] (bool/int 0/1 accepted);
+    softmax_cross_entropy: integer labels in [0, n_outputs) (1-D) or rows of class probabilities.
+    A 1-D y stands for one output column (or for labels with softmax_cross_entropy).
+    """
+    shape = _shape(y, name)
+    if len(shape) not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got {len(shape)}-D shape {shape}")
+    if shape[0] != n_samples:
+        raise ValueError(f"X and {name} have different lengths: {n_samples} samples in X, {shape[0]} in {name}")
+    dtype = array_dtype(y, name)
+    kind = dtype.kind
+    if loss.name == "softmax_cross_entropy" and len(shape) == 1:
+        if kind not in "iu":
+            raise TypeError(f"{name} must hold integer class labels for softmax_cross_entropy, got dtype {dtype}")
+        labels = to_namespace(y, xp, like)
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= n_outputs:
+            raise ValueError(f"{name} has labels out of range [{low}, {high}]; the network has {n_outputs} classes 0..{n_outputs - 1}")
+        classes = xp.arange(n_outputs, dtype=labels.dtype, device=device_of(like))
+        return xp.astype(xp.expand_dims(labels, axis=1) == classes, like.dtype)
+    if len(shape) == 1:
+        if n_outputs != 1:
+            raise ValueError(f"{name} is 1-D but the network has {n_outputs} outputs; pass shape ({n_samples}, {n_outputs})")
+        shape = (n_samples, 1)
+    elif shape[1] != n_outputs:
+        raise ValueError(f"{name} has {shape[1]} columns, but the network has {n_outputs} outputs")
+    if loss.name == "squared_error" or kind == "c":
+        check_float_kind(kind, name, dtype)
+    elif kind not in "fiub":
+        raise TypeError(f"{name} must be numeric for {loss.name}, got dtype {dtype}")
+    Y = xp.reshape(to_namespace(y, xp, like, like.dtype), shape)
+    check_finite(xp, Y, name)
+    if loss.name != "squared_error" and not bool(xp.all((Y >= 0) & (Y <= 1))):
+        raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")
+    if loss.name == "softmax_cross_entropy":
+        rows = xp.sum(Y, axis=1)
+        if not bool(xp.all(xp.abs(rows - 1.0) <= 1e-3)):
+            raise ValueError(f"each row of a 2-D {name} must sum to 1 (one-hot or class probabilities)")
+    return Y
