@@ -192,6 +192,16 @@ class MLP:
         """The reduction factor: 1/n for "mean", 1 for "sum"."""
         return 1.0 / n_samples if self.reduction == "mean" else 1.0
 
+    def penalty(self, xp, params: Params, scale: float):
+        """The L2 term scale · (alpha/2) Σ_l ‖W_l‖²_F."""
+        return 0.5 * self.alpha * scale * sum(xp.sum(W * W) for W, _ in params)
+
+    def value(self, xp, params: Params, X, Y):
+        """(loss, ŷ) for checked, encoded inputs: the forward pass and the loss layer only (pure)."""
+        scale = self.scale(X.shape[0])
+        out = self.loss_layer(xp, self.forward(xp, params, X)[1][-1], Y, scale)
+        return (out.value + self.penalty(xp, params, scale) if self.alpha else out.value), out.output
+
     def value_and_grad(self, xp, params: Params, X, Y):
         """Loss, gradients and `Intermediates` for checked, encoded inputs (pure; no input checks).
 
@@ -203,7 +213,7 @@ class MLP:
         grads, deltas, dH = backward(xp, params, H, Z, out.delta, self.activation)
         loss = out.value
         if self.alpha:
-            loss = loss + 0.5 * self.alpha * scale * sum(xp.sum(W * W) for W, _ in params)
+            loss = loss + self.penalty(xp, params, scale)
             grads = tuple((dW + (self.alpha * scale) * W, db) for (dW, db), (W, _) in zip(grads, params))
         dH[-1] = out.output_grad
         return loss, grads, Intermediates(tuple(H) + (out.output,), tuple(Z), deltas, tuple(dH))
@@ -230,7 +240,8 @@ class MLP:
 
     def loss(self, params: Params, X, y):
         """The loss (with the L2 penalty) on (X, y)."""
-        return self.loss_and_grad(params, X, y)[0]
+        xp, X, Y = self.prepare(params, X, y)
+        return self.value(xp, params, X, Y)[0]
 
     def loss_and_grad(self, params: Params, X, y, return_intermediates: bool = False):
         """``(loss, grads)`` with grads shaped like params; ``(loss, grads, Intermediates)`` on request.

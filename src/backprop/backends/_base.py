@@ -93,6 +93,7 @@ class Backend:
     _to_numpy: Callable[[Any], np.ndarray] = dataclasses.field(repr=False)
     _jit: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
     _synchronize: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
+    _select: Callable[[Any, Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
 
     def asarray(self, x: Any, dtype: Any = None):
         """``x`` as an array of this backend on its device.
@@ -134,6 +135,16 @@ class Backend:
     def jit(self, fn: Callable, **kwargs) -> Callable:
         """``fn`` compiled where the backend can (``jax.jit(fn, **kwargs)`` on JAX), else ``fn``."""
         return fn if self._jit is None else self._jit(fn, **kwargs)
+
+    def select(self, pred: Any, if_true: Any, if_false: Any) -> Any:
+        """``if_true`` where the 0-d boolean ``pred`` holds, else ``if_false`` (nested tuples of arrays).
+
+        A Python branch where the backend runs eagerly; a branch-free ``where`` on JAX, so it
+        can be compiled inside a step.
+        """
+        if self._select is not None:
+            return self._select(pred, if_true, if_false)
+        return if_true if bool(pred) else if_false
 
     def synchronize(self, *arrays: Any) -> None:
         """Block until the device has finished the work producing ``arrays`` (all work on CuPy)."""

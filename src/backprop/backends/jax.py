@@ -66,6 +66,9 @@ def load(device: str | None, dtype: str) -> Backend:
     def synchronize(*arrays):
         jax.block_until_ready(arrays)
 
+    def select(pred, if_true, if_false):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), if_true, if_false)
+
     return Backend(
         name="jax",
         xp=jnp,
@@ -77,6 +80,7 @@ def load(device: str | None, dtype: str) -> Backend:
         _to_numpy=lambda x: np.asarray(jax.device_get(x)),
         _jit=jax.jit,
         _synchronize=synchronize,
+        _select=select,
     )
 
 

@@ -1,0 +1,296 @@
+"""The Trainer: minibatch training with the hand-written backward pass.
+
+One training step is one pure function, compiled by the backend where it can (``jax.jit`` with
+the parameters and optimizer state donated on JAX):
+
+    loss, grads = forward + loss layer + backward(params, X, Y)
+    params, state = optimizer.update(params, grads, state)
+
+and it refuses to take a step whose loss or new parameters are not finite, so a diverging run
+stops with `TrainingDivergedError` and keeps the last finite parameters.  Data stay where the
+caller put them: NumPy data are sliced on the host and each batch is moved to the device, so a
+data set larger than device memory still trains; arrays of the backend are sliced on the device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Sequence
+
+import array_api_compat.numpy as npx
+import numpy as np
+
+from . import checkpoint
+from .backends import get_backend
+from .callbacks import Callback
+from .mlp import MLP
+from .optim import Adam, from_config
+from .validation import as_matrix, as_targets
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the parameters became NaN/inf; the trainer keeps the last finite parameters."""
+
+
+def _finite_probe(xp, params):
+    """A scalar that is finite exactly when every parameter is (Σ of all entries; NaN/inf propagate)."""
+    return sum(xp.sum(W) + xp.sum(b) for W, b in params)
+
+
+def _count_correct(xp, loss_name: str, output, Y):
+    """The number of rows whose predicted class (softmax: argmax; sigmoid: every label) is right."""
+    if loss_name == "softmax_cross_entropy":
+        hits = xp.argmax(output, axis=1) == xp.argmax(Y, axis=1)
+    else:
+        hits = xp.all((output > 0.5) == (Y > 0.5), axis=1)
+    return xp.sum(xp.astype(hits, output.dtype))
+
+
+class Trainer:
+    """Train an `MLP` with an optimizer from `backprop.optim`.
+
+    ``backend``: a Backend, a name or None (``BACKPROP_BACKEND``).  ``seed`` fixes the initial
+    weights and the shuffling: the same seed on the same backend gives identical results.
+    Attributes: ``params``, ``opt_state``, ``history`` (per-epoch lists), ``epoch``, ``steps``.
+    """
+
+    def __init__(self, model: MLP, optimizer=None, backend=None, seed: int = 0):
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a backprop.MLP, got {type(model).__name__}")
+        self.model = model
+        self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
+        self.backend = get_backend(backend)
+        self.seed = seed
+        self.rng = self.backend.rng(seed)
+        self.params = model.init(seed, self.backend)
+        self.opt_state = self.optimizer.init(self.params)
+        self.history: dict[str, list] = {}
+        self.epoch = 0
+        self.steps = 0
+        self.stop_training = False
+        self.step = self._build_step()
+
+    # -- the step ----------------------------------------------------------------------------
+    def _build_step(self) -> Callable:
+        """The compiled step ``(params, state, X, Y) -> (params, state, loss, correct, ok)``."""
+        model, optimizer, backend, xp = self.model, self.optimizer, self.backend, self.backend.xp
+        loss_name, classification = model.loss_layer.name, model.loss_layer.classification
+
+        def step(params, state, X, Y):
+            loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
+            new_params, new_state = optimizer.update(params, grads, state)
+            ok = xp.isfinite(loss + _finite_probe(xp, new_params))
+            params, state = backend.select(ok, (new_params, new_state), (params, state))
+            correct = _count_correct(xp, loss_name, intermediates.H[-1], Y) if classification else loss * 0
+            return params, state, loss, correct, ok
+
+        return backend.jit(step, donate_argnums=(0, 1))
+
+    def _run_step(self, X, Y, where: str) -> tuple[float, float]:
+        params, state, loss, correct, ok = self.step(self.params, self.opt_state, X, Y)
+        self.params, self.opt_state = params, state
+        if not bool(ok):
+            raise TrainingDivergedError(
+                f"training diverged at {where}: the loss ({float(loss)}) or the updated parameters are "
+                f"not finite; the parameters of the last finite step are kept (try a smaller learning rate)"
+            )
+        self.steps += 1
+        return float(loss), float(correct)
+
+    def train_step(self, X_batch, y_batch) -> float:
+        """One step (forward, hand-written backward, update) on one batch; returns its loss."""
+        xp, X, Y = self.model.prepare(self.params, X_batch, y_batch)
+        return self._run_step(X, Y, f"step {self.steps}")[0]
+
+    def snapshot(self):
+        """A copy of the current parameters that later steps cannot overwrite or donate."""
+        xp = self.backend.xp
+        return tuple((xp.asarray(W, copy=True), xp.asarray(b, copy=True)) for W, b in self.params)
+
+    # -- data --------------------------------------------------------------------------------
+    def _home(self, X):
+        """(xp, like) of where X lives: the backend for its own arrays, else NumPy on the host."""
+        if self.backend.is_native(X) and not isinstance(X, np.ndarray):
+            return self.backend.xp, self.params[0][0]
+        return npx, np.empty(0, dtype=np.dtype(self.backend.dtype_name))
+
+    def _check_X(self, X, name: str = "X"):
+        xp, like = self._home(X)
+        return as_matrix(X, xp, like, self.model.layer_sizes[0], name=name)
+
+    def _check_data(self, X, y, name: str = "X"):
+        """Validated (X, Y) kept where they are: NumPy on the host, backend arrays on the device."""
+        Xc = self._check_X(X, name)
+        xp, like = self._home(X)
+        model = self.model
+        Yc = as_targets(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like,
+                        name="y" if name == "X" else f"{name} y")
+        return Xc, Yc
+
+    def _batch(self, A, index):
+        if isinstance(A, np.ndarray):
+            return self.backend.asarray(A[index] if index is not None else A)
+        xp = self.backend.xp
+        return xp.take(A, self.backend.asarray(index), axis=0) if index is not None else A
+
+    def _batches(self, n: int, batch_size: int, shuffle: bool):
+        order = self.rng.numpy.permutation(n) if shuffle else np.arange(n)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(
+        self,
+        X,
+        y,
+        epochs: int = 10,
+        batch_size: int = 32,
+        validation_data: tuple | None = None,
+        validation_split: float = 0.0,
+        shuffle: bool = True,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ) -> dict:
+        """Train for ``epochs`` more epochs of minibatches; returns the history (per-epoch lists).
+
+        ``validation_split`` holds out the last fraction of (X, y) (before shuffling);
+        ``validation_data`` = (X_val, y_val) is used instead when given.  History keys: "loss",
+        "val_loss", and "accuracy"/"val_accuracy" for classification losses.  Ctrl-C stops after
+        the current step: callbacks' ``on_train_end`` still run (a `ModelCheckpoint` saves), the
+        parameters and history are those of the last completed step, and KeyboardInterrupt is
+        re-raised.
+        """
+        if not (isinstance(epochs, int) and epochs >= 0):
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not (0.0 <= validation_split < 1.0):
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        X, Y = self._check_data(X, y)
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            val = self._check_data(*validation_data, name="validation_data")
+        elif validation_split > 0:
+            n_val = int(math.floor(X.shape[0] * validation_split))
+            if n_val < 1 or n_val >= X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no samples for validation or training")
+            cut = X.shape[0] - n_val
+            X, Y, val = X[:cut, ...], Y[:cut, ...], (X[cut:, ...], Y[cut:, ...])
+        else:
+            val = None
+        return self._fit(X, Y, epochs, batch_size, val, shuffle, list(callbacks), progress)
+
+    def _fit(self, X, Y, epochs, batch_size, val, shuffle, callbacks, progress) -> dict:
+        from tqdm.auto import tqdm
+
+        n = X.shape[0]
+        classification = self.model.loss_layer.classification
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
+        try:
+            for _ in range(epochs):
+                epoch = self.epoch
+                for cb in callbacks:
+                    cb.on_epoch_begin(self, epoch)
+                total_loss = total_correct = 0.0
+                for b, index in enumerate(self._batches(n, batch_size, shuffle)):
+                    Xb, Yb = self._batch(X, index), self._batch(Y, index)
+                    loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
+                    total_loss += loss / self.model.scale(len(index))
+                    total_correct += correct
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
+                    for cb in callbacks:
+                        cb.on_batch_end(self, epoch, b, loss)
+                logs = {"loss": total_loss / n}
+                if classification:
+                    logs["accuracy"] = total_correct / n
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+                for key, value in logs.items():
+                    self.history.setdefault(key, []).append(value)
+                self.epoch += 1
+                for cb in callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            bar.close()
+            for cb in callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    # -- inference ---------------------------------------------------------------------------
+    def _evaluate(self, X, Y, batch_size: int = 4096) -> dict:
+        model, xp = self.model, self.backend.xp
+        total_loss = total_correct = 0.0
+        for start in range(0, X.shape[0], batch_size):
+            index = np.arange(start, min(start + batch_size, X.shape[0]))
+            Xb, Yb = self._batch(X, index), self._batch(Y, index)
+            loss, output = model.value(xp, self.params, Xb, Yb)
+            total_loss += float(loss) / model.scale(len(index))
+            total_correct += float(_count_correct(xp, model.loss_layer.name, output, Yb)) if model.loss_layer.classification else 0.0
+        logs = {"loss": total_loss / X.shape[0]}
+        if model.loss_layer.classification:
+            logs["accuracy"] = total_correct / X.shape[0]
+        return logs
+
+    def evaluate(self, X, y, batch_size: int = 4096) -> dict:
+        """{"loss": mean loss per example, "accuracy": ... (classification)} on (X, y), in batches."""
+        return self._evaluate(*self._check_data(X, y), batch_size=batch_size)
+
+    def predict(self, X, batch_size: int = 4096) -> np.ndarray:
+        """ŷ for the rows of X as a NumPy array (class probabilities for classification), in batches."""
+        X = self._check_X(X)
+        xp, loss_layer = self.backend.xp, self.model.loss_layer
+        outputs = []
+        for start in range(0, X.shape[0], batch_size):
+            Xb = self._batch(X, np.arange(start, min(start + batch_size, X.shape[0])))
+            outputs.append(self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, self.params, Xb)[1][-1])))
+        return np.concatenate(outputs, axis=0)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write parameters, optimizer state and everything needed to resume to one .safetensors file."""
+        tensors = {}
+        for l, (W, b) in enumerate(self.params):
+            tensors[f"params.{l}.W"], tensors[f"params.{l}.b"] = self.backend.to_numpy(W), self.backend.to_numpy(b)
+        leaves, structure = checkpoint.flatten(self.opt_state)
+        tensors.update({f"opt_state.{i}": self.backend.to_numpy(a) for i, a in enumerate(leaves)})
+        checkpoint.save(path, tensors, {
+            "model": self.model.config,
+            "optimizer": self.optimizer.config,
+            "opt_state_structure": structure,
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "seed": self.seed,
+            "rng_state": self.rng.state,
+            "history": self.history,
+            "backend": {"name": self.backend.name, "device": self.backend.device_name, "dtype": self.backend.dtype_name},
+        })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend=None) -> "Trainer":
+        """A Trainer restored from `save`'s file, on ``backend`` (None: ``BACKPROP_BACKEND``), ready to resume."""
+        tensors, meta = checkpoint.load(path)
+        try:
+            model = MLP(**meta["model"])
+            trainer = cls(model, from_config(meta["optimizer"]), backend=backend, seed=meta["seed"])
+            params = tuple(
+                (trainer.backend.asarray(tensors[f"params.{l}.W"]), trainer.backend.asarray(tensors[f"params.{l}.b"]))
+                for l in range(model.n_layers)
+            )
+            model.check_params(params)
+            n_state = len(checkpoint.flatten(trainer.opt_state)[0])
+            leaves = [trainer.backend.asarray(tensors[f"opt_state.{i}"]) for i in range(n_state)]
+            opt_state = checkpoint.unflatten(meta["opt_state_structure"], leaves)
+        except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}") from None
+        trainer.params, trainer.opt_state = params, opt_state
+        trainer.epoch, trainer.steps, trainer.history = meta["epoch"], meta["steps"], meta["history"]
+        trainer.rng.state = meta["rng_state"]
+        return trainer
+
