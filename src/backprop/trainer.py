@@ -14,6 +14,7 @@ data set larger than device memory still trains; arrays of the backend are slice
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Callable, Sequence
@@ -47,6 +48,36 @@ def _count_correct(xp, loss_name: str, output, Y):
     return xp.sum(xp.astype(hits, output.dtype))
 
 
+_STEPS: dict = {}
+
+
+def compiled_step(model: MLP, optimizer, backend) -> Callable:
+    """The compiled step ``(params, state, X, Y) -> (params, state, loss, correct, ok)``.
+
+    Steps are cached by (model config, optimizer config, backend), so trainers of the same
+    network (cross-validation, grid searches) share one compilation.
+    """
+    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend))
+    if key not in _STEPS:
+        _STEPS[key] = _build_step(model, optimizer, backend)
+    return _STEPS[key]
+
+
+def _build_step(model: MLP, optimizer, backend) -> Callable:
+    xp = backend.xp
+    loss_name, classification = model.loss_layer.name, model.loss_layer.classification
+
+    def step(params, state, X, Y):
+        loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
+        new_params, new_state = optimizer.update(params, grads, state)
+        ok = xp.isfinite(loss + _finite_probe(xp, new_params))
+        params, state = backend.select(ok, (new_params, new_state), (params, state))
+        correct = _count_correct(xp, loss_name, intermediates.H[-1], Y) if classification else loss * 0
+        return params, state, loss, correct, ok
+
+    return backend.jit(step, donate_argnums=(0, 1))
+
+
 class Trainer:
     """Train an `MLP` with an optimizer from `backprop.optim`.
 
@@ -69,24 +100,9 @@ class Trainer:
         self.epoch = 0
         self.steps = 0
         self.stop_training = False
-        self.step = self._build_step()
+        self.step = compiled_step(model, self.optimizer, self.backend)
 
     # -- the step ----------------------------------------------------------------------------
-    def _build_step(self) -> Callable:
-        """The compiled step ``(params, state, X, Y) -> (params, state, loss, correct, ok)``."""
-        model, optimizer, backend, xp = self.model, self.optimizer, self.backend, self.backend.xp
-        loss_name, classification = model.loss_layer.name, model.loss_layer.classification
-
-        def step(params, state, X, Y):
-            loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
-            new_params, new_state = optimizer.update(params, grads, state)
-            ok = xp.isfinite(loss + _finite_probe(xp, new_params))
-            params, state = backend.select(ok, (new_params, new_state), (params, state))
-            correct = _count_correct(xp, loss_name, intermediates.H[-1], Y) if classification else loss * 0
-            return params, state, loss, correct, ok
-
-        return backend.jit(step, donate_argnums=(0, 1))
-
     def _run_step(self, X, Y, where: str) -> tuple[float, float]:
         params, state, loss, correct, ok = self.step(self.params, self.opt_state, X, Y)
         self.params, self.opt_state = params, state
@@ -189,7 +205,7 @@ class Trainer:
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
-        bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step", leave=False)
+        bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step")
         try:
             for _ in range(epochs):
                 epoch = self.epoch
@@ -201,11 +217,12 @@ class Trainer:
                     loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
                     total_loss += loss / self.model.scale(len(index))
                     total_correct += correct
-                    bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
+                    bar.update(1)
                     for cb in callbacks:
                         cb.on_batch_end(self, epoch, b, loss)
                 logs = {"loss": total_loss / n}
+                bar.set_postfix(epoch=epoch, loss=f"{logs['loss']:.4g}")
                 if classification:
                     logs["accuracy"] = total_correct / n
                 if val is not None:

@@ -1,0 +1,450 @@
+"""Optimizers, gradient clipping and learning-rate schedules as pure functions over tuples of arrays.
+
+Each optimizer is a pair of pure functions::
+
+    state = opt.init(params)
+    params, state = opt.update(params, grads, state)
+
+``params`` and ``grads`` are nested tuples of arrays of one array-API backend (the MLP's
+((W, b), ...)); the result has the same nesting.  Nothing is updated in place (JAX arrays are
+immutable), so a whole training step can be compiled with ``jax.jit``.
+
+The state is a plain nested tuple of arrays, with no None and no Python numbers, so it can be
+written to a checkpoint leaf by leaf and passed through ``jax.jit``:
+
+    SGD               (count, velocity)
+    Adam, AdamW       (count, m, v)
+    RMSprop           (count, square_avg, velocity)
+
+``count`` is the number of steps taken, a 0-d array in the parameters' floating dtype so the
+schedules can use it under ``jax.jit`` without casts; it counts exactly up to 2^24 = 16,777,216
+steps in float32 (2^53 in float64), after which it stops advancing and the schedules freeze.
+``m``, ``v``, ``square_avg`` and ``velocity`` are shaped like ``params``, with their dtype and
+device; ``velocity`` is the empty tuple () when momentum is 0.
+
+Every optimizer first clips the gradients by their global norm when ``clip_norm`` is set
+(`clip_by_global_norm`).  ``lr`` is a number or a schedule: a function of the 0-based step
+count t (the step being taken) returning the learning rate η_t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Callable, ClassVar
+
+from array_api_compat import array_namespace, device
+
+Tree = Any  # an array, or a tuple/list of Trees
+
+
+# -- nested tuples ---------------------------------------------------------------------------
+def tree_leaves(tree: Tree) -> list:
+    """The arrays of a nested tuple, depth first."""
+    if isinstance(tree, (tuple, list)):
+        return [leaf for child in tree for leaf in tree_leaves(child)]
+    return [tree]
+
+
+def tree_map(fn: Callable, tree: Tree, *rest: Tree) -> Tree:
+    """``fn`` applied leaf by leaf to trees of the same nesting; tuples come back as tuples."""
+    if isinstance(tree, (tuple, list)):
+        if any(not isinstance(r, (tuple, list)) or len(r) != len(tree) for r in rest):
+            raise ValueError("tree_map: the trees do not have the same nesting")
+        return tuple(tree_map(fn, *children) for children in zip(tree, *rest))
+    return fn(tree, *rest)
+
+
+def _namespace(tree: Tree):
+    return array_namespace(*tree_leaves(tree))
+
+
+def _zeros_like(tree: Tree) -> Tree:
+    return tree_map(lambda a: array_namespace(a).zeros_like(a), tree)
+
+
+# -- hyperparameter checks -------------------------------------------------------------------
+def _number(name: str, value, ok: Callable[[float], bool], expected: str) -> float:
+    """``value`` as a float after checking it is a finite real number with ``ok(value)``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value) -> float:
+    return _number(name, value, lambda v: v > 0, "a finite number > 0")
+
+
+def _non_negative(name: str, value) -> float:
+    return _number(name, value, lambda v: v >= 0, "a finite number >= 0")
+
+
+def _fraction(name: str, value) -> float:
+    return _number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _decay_factor(name: str, value) -> float:
+    return _number(name, value, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def _clip_norm(value) -> float | None:
+    return None if value is None else _positive("clip_norm", value)
+
+
+# -- learning-rate schedules -----------------------------------------------------------------
+class Schedule:
+    """A learning rate as a function of the step: ``schedule(xp, t)`` → η_t.
+
+    ``t`` is the 0-based step count (the step being taken) as a 0-d floating array, traced
+    under ``jax.jit``; schedules use only ``xp`` operations on it.  ``config`` is a
+    JSON-serialisable dict that `schedule_from_config` turns back into the schedule.
+    """
+
+    name: ClassVar[str]
+
+    def __call__(self, xp, t):
+        raise NotImplementedError
+
+    @property
+    def config(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant(Schedule):
+    """η_t = lr."""
+
+    lr: float
+    name: ClassVar[str] = "constant"
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+
+    def __call__(self, xp, t):
+        return self.lr
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDecay(Schedule):
+    """η_t = lr · gamma^⌊t / step_size⌋ (torch's StepLR, counted in steps)."""
+
+    lr: float
+    step_size: int
+    gamma: float = 0.1
+    name: ClassVar[str] = "step_decay"
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        if isinstance(self.step_size, bool) or not isinstance(self.step_size, numbers.Integral) or self.step_size < 1:
+            raise ValueError(f"step_size must be an integer >= 1, got {self.step_size!r}")
+        object.__setattr__(self, "step_size", int(self.step_size))
+        object.__setattr__(self, "gamma", _decay_factor("gamma", self.gamma))
+
+    def __call__(self, xp, t):
+        return self.lr * self.gamma ** xp.floor(t / self.step_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExponentialDecay(Schedule):
+    """η_t = lr · decay_rate^(t / decay_steps) (smooth, not staircase)."""
+
+    lr: float
+    decay_rate: float
+    decay_steps: float = 1
+    name: ClassVar[str] = "exponential_decay"
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        object.__setattr__(self, "decay_rate", _decay_factor("decay_rate", self.decay_rate))
+        object.__setattr__(self, "decay_steps", _positive("decay_steps", self.decay_steps))
+
+    def __call__(self, xp, t):
+        return self.lr * self.decay_rate ** (t / self.decay_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineDecay(Schedule):
+    """η_t = lr · ((1 − alpha) · ½ (1 + cos(π · min(t, T) / T)) + alpha), T = decay_steps.
+
+    From lr at t = 0 down to alpha · lr at t = T, then constant (Loshchilov & Hutter's SGDR
+    without restarts; optax's cosine_decay_schedule).
+    """
+
+    lr: float
+    decay_steps: float
+    alpha: float = 0.0
+    name: ClassVar[str] = "cosine_decay"
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        object.__setattr__(self, "decay_steps", _positive("decay_steps", self.decay_steps))
+        object.__setattr__(self, "alpha", _number("alpha", self.alpha, lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+
+    def __call__(self, xp, t):
+        cosine = 0.5 * (1.0 + xp.cos(math.pi * xp.minimum(t, self.decay_steps) / self.decay_steps))
+        return self.lr * ((1.0 - self.alpha) * cosine + self.alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class InverseScaling(Schedule):
+    """η_t = lr / (t + 1)^power_t.
+
+    scikit-learn's "invscaling" (``learning_rate_init / (t + 1) ** power_t``), except that
+    scikit-learn's t counts the training samples seen and changes once per epoch, while this t
+    counts the steps taken and changes every step.
+    """
+
+    lr: float
+    power_t: float = 0.5
+    name: ClassVar[str] = "inverse_scaling"
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        object.__setattr__(self, "power_t", _non_negative("power_t", self.power_t))
+
+    def __call__(self, xp, t):
+        return self.lr / (t + 1.0) ** self.power_t
+
+
+# The schedules under the names their configs carry: ``cosine_decay(0.1, 1000)``.
+constant, step_decay, exponential_decay = Constant, StepDecay, ExponentialDecay
+cosine_decay, inverse_scaling = CosineDecay, InverseScaling
+SCHEDULES: dict[str, type[Schedule]] = {
+    s.name: s for s in (Constant, StepDecay, ExponentialDecay, CosineDecay, InverseScaling)
+}
+
+
+def schedule_from_config(config: dict | float) -> Schedule:
+    """The schedule a `Schedule.config` describes (a plain number is a constant rate)."""
+    if not isinstance(config, dict):
+        return Constant(config)
+    kwargs = dict(config)
+    name = kwargs.pop("name", None)
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](**kwargs)
+
+
+def as_schedule(lr) -> Schedule:
+    """``lr`` as a Schedule: a Schedule is kept, a number becomes `constant(lr)`."""
+    return lr if isinstance(lr, Schedule) else Constant(lr)
+
+
+# -- gradient clipping -----------------------------------------------------------------------
+def global_norm(tree: Tree):
+    """‖g‖₂ over every array of the tree together: √(Σ_arrays Σ_elements g²), a 0-d array."""
+    xp = _namespace(tree)
+    return xp.sqrt(sum(xp.sum(g * g) for g in tree_leaves(tree)))
+
+
+def clip_by_global_norm(grads: Tree, max_norm: float) -> Tree:
+    """g ← g · min(1, max_norm / ‖g‖₂), ‖g‖₂ the global norm of all the arrays together.
+
+    Computed as max_norm / max(‖g‖₂, max_norm), which never divides by zero and has no
+    Python branch on array values, so it runs under ``jax.jit``.  (torch's clip_grad_norm_
+    divides by ‖g‖₂ + 1e-6 instead.)
+    """
+    max_norm = _positive("max_norm", max_norm)
+    xp = _namespace(grads)
+    scale = max_norm / xp.maximum(global_norm(grads), max_norm)
+    return tree_map(lambda g: g * scale, grads)
+
+
+# -- optimizers ------------------------------------------------------------------------------
+class Optimizer:
+    """What the optimizers share: the schedule, clipping, the step count and the config.
+
+    Subclasses name their extra hyperparameters in ``hyperparameters`` and implement
+    ``init`` and ``_step(xp, params, grads, lr, t, buffers)`` → ``(params, buffers)``.
+    """
+
+    name: ClassVar[str]
+    hyperparameters: ClassVar[tuple[str, ...]]
+
+    def __init__(self, lr, clip_norm):
+        self.lr = as_schedule(lr)
+        self.clip_norm = _clip_norm(clip_norm)
+
+    @property
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments plus "name"; `from_config` rebuilds the optimizer.
+
+        ``lr`` is a number for a constant rate, else the schedule's config.
+        """
+        lr = self.lr.lr if isinstance(self.lr, Constant) else self.lr.config
+        extra = {k: getattr(self, k) for k in self.hyperparameters}
+        return {"name": self.name, "lr": lr, **extra, "clip_norm": self.clip_norm}
+
+    def __repr__(self) -> str:
+        config = {**self.config, "lr": self.lr.lr if isinstance(self.lr, Constant) else self.lr}
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    @staticmethod
+    def _count(params: Tree):
+        """A 0-d zero in the dtype and on the device of the first parameter array."""
+        first = tree_leaves(params)[0]
+        xp = array_namespace(first)
+        return xp.zeros((), dtype=first.dtype, device=device(first))
+
+    def learning_rate(self, state: Tree):
+        """η_t for the next step (t = the state's step count): a number or a 0-d array."""
+        count = state[0]
+        return self.lr(array_namespace(count), count)
+
+    def update(self, params: Tree, grads: Tree, state: Tree) -> tuple[Tree, Tree]:
+        """One step: ``(params, state)`` after clipping ``grads`` and applying the update rule."""
+        count, *buffers = state
+        if self.clip_norm is not None:
+            grads = clip_by_global_norm(grads, self.clip_norm)
+        xp = _namespace(params)
+        params, buffers = self._step(xp, params, grads, self.lr(xp, count), count, tuple(buffers))
+        return params, (xp.asarray(count + 1.0), *buffers)  # asarray: NumPy gives 0-d results as scalars
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (torch.optim.SGD).
+
+        g ← g + weight_decay · p
+        buf ← momentum · buf + g                    (buf₀ = 0, so buf₁ = g)
+        p ← p − η_t · g                             (momentum = 0)
+        p ← p − η_t · buf                           (momentum > 0)
+        p ← p − η_t · (g + momentum · buf)          (nesterov)
+
+    State: (count, velocity), velocity = the buf per parameter, or () when momentum is 0.
+    """
+
+    name = "sgd"
+    hyperparameters = ("momentum", "nesterov", "weight_decay")
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
+        super().__init__(lr, clip_norm)
+        self.momentum = _fraction("momentum", momentum)
+        if not isinstance(nesterov, bool):
+            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = nesterov
+        self.weight_decay = _non_negative("weight_decay", weight_decay)
+
+    def init(self, params: Tree) -> Tree:
+        velocity = _zeros_like(params) if self.momentum else ()
+        return (self._count(params), velocity)
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        (velocity,) = buffers
+        if self.weight_decay:
+            grads = tree_map(lambda g, p: g + self.weight_decay * p, grads, params)
+        if self.momentum:
+            velocity = tree_map(lambda b, g: self.momentum * b + g, velocity, grads)
+            if self.nesterov:
+                grads = tree_map(lambda g, b: g + self.momentum * b, grads, velocity)
+            else:
+                grads = velocity
+        return tree_map(lambda p, g: p - lr * g, params, grads), (velocity,)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with bias correction, as in torch.optim.Adam.
+
+        m ← β₁ m + (1 − β₁) g,      v ← β₂ v + (1 − β₂) g²           (m₀ = v₀ = 0)
+        m̂ = m / (1 − β₁^(t+1)),     v̂ = v / (1 − β₂^(t+1))          (t = 0 on the first step)
+        p ← p − η_t · m̂ / (√v̂ + eps)
+
+    State: (count, m, v).
+    """
+
+    name = "adam"
+    hyperparameters = ("beta1", "beta2", "eps")
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=None):
+        super().__init__(lr, clip_norm)
+        self.beta1 = _fraction("beta1", beta1)
+        self.beta2 = _fraction("beta2", beta2)
+        self.eps = _positive("eps", eps)
+
+    def init(self, params: Tree) -> Tree:
+        return (self._count(params), _zeros_like(params), _zeros_like(params))
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        m, v = buffers
+        m = tree_map(lambda m, g: self.beta1 * m + (1.0 - self.beta1) * g, m, grads)
+        v = tree_map(lambda v, g: self.beta2 * v + (1.0 - self.beta2) * (g * g), v, grads)
+        c1 = 1.0 - self.beta1 ** (t + 1.0)
+        c2 = 1.0 - self.beta2 ** (t + 1.0)
+        params = tree_map(lambda p, m, v: p - lr * (m / c1) / (xp.sqrt(v / c2) + self.eps), params, m, v)
+        return params, (m, v)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as in torch.optim.AdamW.
+
+        p ← p − η_t · weight_decay · p,   then the `Adam` step (with the same g, not g + wd · p)
+
+    State: (count, m, v).
+    """
+
+    name = "adamw"
+    hyperparameters = ("beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=None):
+        super().__init__(lr, beta1, beta2, eps, clip_norm)
+        self.weight_decay = _non_negative("weight_decay", weight_decay)
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        params = tree_map(lambda p: p - (lr * self.weight_decay) * p, params)
+        return super()._step(xp, params, grads, lr, t, buffers)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e) with optional momentum, as in torch.optim.RMSprop.
+
+        s ← ρ s + (1 − ρ) g²                        (s₀ = 0)
+        p ← p − η_t · g / (√s + eps)                (momentum = 0)
+        buf ← momentum · buf + g / (√s + eps),  p ← p − η_t · buf    (momentum > 0)
+
+    eps is added outside the square root, as torch does (Keras and TensorFlow differ).
+    State: (count, square_avg, velocity), velocity = () when momentum is 0.
+    """
+
+    name = "rmsprop"
+    hyperparameters = ("rho", "eps", "momentum")
+
+    def __init__(self, lr=1e-3, rho=0.9, eps=1e-8, momentum=0.0, clip_norm=None):
+        super().__init__(lr, clip_norm)
+        self.rho = _fraction("rho", rho)
+        self.eps = _positive("eps", eps)
+        self.momentum = _fraction("momentum", momentum)
+
+    def init(self, params: Tree) -> Tree:
+        return (self._count(params), _zeros_like(params), _zeros_like(params) if self.momentum else ())
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        square_avg, velocity = buffers
+        square_avg = tree_map(lambda s, g: self.rho * s + (1.0 - self.rho) * (g * g), square_avg, grads)
+        steps = tree_map(lambda g, s: g / (xp.sqrt(s) + self.eps), grads, square_avg)
+        if self.momentum:
+            velocity = tree_map(lambda b, d: self.momentum * b + d, velocity, steps)
+            steps = velocity
+        return tree_map(lambda p, d: p - lr * d, params, steps), (square_avg, velocity)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (SGD, Adam, AdamW, RMSprop)}
+
+
+def get_optimizer(name: str, **kwargs) -> Optimizer:
+    """The optimizer called ``name`` (sgd, adam, adamw, rmsprop) built with ``kwargs``."""
+    key = str(name).strip().lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key](**kwargs)
+
+
+def from_config(config: dict) -> Optimizer:
+    """The optimizer an `Optimizer.config` describes (the inverse of ``.config``)."""
+    kwargs = dict(config)
+    name = kwargs.pop("name", None)
+    if "lr" in kwargs:
+        kwargs["lr"] = schedule_from_config(kwargs["lr"])
+    return get_optimizer(name, **kwargs)

@@ -1,0 +1,142 @@
+"""The command line: `backprop train` (the main job) and `backprop check`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from backprop.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_default_reaches_095_on_digits(capsys):
+    code, out, err = run_cli(capsys, "train", "--no-progress")
+    assert code == 0
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out).group(1))
+    assert accuracy >= 0.95
+    assert "digits" in err and "numpy" in err
+
+
+def test_train_as_module_with_progress_bar():
+    result = subprocess.run(
+        [sys.executable, "-m", "backprop", "train", "--epochs", "2"],
+        capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "BACKPROP_BACKEND": "numpy"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy:" in result.stdout
+    assert "loss=" in result.stderr  # the tqdm bar with the loss in its postfix
+
+
+def test_train_writes_checkpoint_metrics_and_plot(capsys, tmp_path):
+    from backprop.trainer import Trainer
+
+    code, out, _ = run_cli(capsys, "train", "--no-progress", "--epochs", "3", "--hidden", "32,16",
+                           "--optimizer", "sgd", "--lr", "0.1", "--out", str(tmp_path))
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"]["layer_sizes"] == [64, 32, 16, 10]
+    assert metrics["optimizer"]["name"] == "sgd"
+    assert len(metrics["history"]["loss"]) == 3
+    assert metrics["metrics"]["test_accuracy"] == pytest.approx(float(re.search(r"accuracy: ([0-9.]+)", out).group(1)), abs=1e-4)
+    assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trainer = Trainer.load(tmp_path / "checkpoint.safetensors")
+    assert trainer.epoch == 3 and trainer.model.layer_sizes == (64, 32, 16, 10)
+
+
+def test_train_on_csv_regression(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=300)
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,c,target\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in np.c_[X, y]))
+    code, out, _ = run_cli(capsys, "train", "--no-progress", "--data", str(path), "--epochs", "60", "--lr", "0.01", "--hidden", "16")
+    assert code == 0
+    assert float(re.search(r"test R\^2: ([-0-9.]+)", out).group(1)) > 0.95
+
+
+def test_train_on_npz_classification(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 2))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "pos", "neg")
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    code, out, _ = run_cli(capsys, "train", "--no-progress", "--data", str(tmp_path / "d.npz"), "--epochs", "20",
+                           "--backend", "numpy")
+    assert code == 0
+    assert float(re.search(r"test accuracy: ([0-9.]+)", out).group(1)) >= 0.9
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty"),
+        ("a,b,y\n1,2,3\n4,x,6\n", "line 3 has a value that is not a number"),
+        ("1,2,3\n4,5\n", "line 2 has 2 columns, expected 3"),
+        ("1\n2\n3\n", "at least 2 columns"),
+        ("a,b,y\n", "header but no data"),
+    ],
+)
+def test_bad_csv_gives_one_line_and_exit_2(capsys, tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    code, out, err = run_cli(capsys, "train", "--no-progress", "--data", str(path))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "/nonexistent.csv"], "no such file"),
+        (["--data", "README.md"], "unsupported file type"),
+        (["--hidden", "12,x"], "--hidden must be"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--activation", "swoosh"], "unknown activation"),
+        (["--optimizer", "lion"], "sgd"),
+        (["--backend", "torch"], "unknown backend"),
+        (["--task", "ranking"], "unknown task"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(capsys, argv, message):
+    code, _, err = run_cli(capsys, "train", "--no-progress", *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def test_npz_without_y_is_refused(capsys, tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)))
+    code, _, err = run_cli(capsys, "train", "--data", str(tmp_path / "d.npz"))
+    assert code == 2 and "missing array(s) y" in err
+
+
+def test_check_passes_and_prints_a_table(capsys):
+    code, out, _ = run_cli(capsys, "check", "--backend", "numpy", "--cases", "9")
+    assert code == 0
+    assert "9/9 architectures agree" in out
+    assert len([line for line in out.splitlines() if line.rstrip().endswith(" ok")]) == 9
+
+
+def test_check_exits_1_on_a_mismatch(capsys, monkeypatch):
+    from backprop import activations
+
+    broken = activations.ACTIVATIONS["tanh"]
+    monkeypatch.setitem(activations.ACTIVATIONS, "tanh",
+                        activations.Activation("tanh", broken.f, lambda xp, z, h: 1.0 - h, broken.init))
+    code, out, _ = run_cli(capsys, "check", "--backend", "numpy", "--cases", "9")
+    assert code == 1 and "MISMATCH" in out
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 0 and "train" in out and "check" in out and "info" in out

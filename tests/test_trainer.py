@@ -1,0 +1,277 @@
+"""The Trainer: training, determinism, divergence, callbacks, interrupts and checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop import optim
+from backprop.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from backprop.checkpoint import CheckpointError
+from backprop.trainer import Trainer, TrainingDivergedError
+
+
+def blobs(n=240, seed=0):
+    """Three separable Gaussian blobs in 4-D (float64 X, int labels)."""
+    rng = np.random.default_rng(seed)
+    centers = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0]], dtype=float)
+    y = rng.integers(0, 3, n)
+    return centers[y] + 0.5 * rng.normal(size=(n, 4)), y
+
+
+def classifier():
+    return bp.MLP([4, 16, 3], activation="tanh", loss="softmax_cross_entropy")
+
+
+def host(params):
+    return [np.asarray(a) for layer in params for a in layer]
+
+
+def assert_same_params(a, b):
+    for x, y in zip(host(a), host(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_fit_learns_on_every_backend(backend):
+    X, y = blobs()
+    trainer = Trainer(classifier(), optim.Adam(0.01), backend=backend, seed=0)
+    history = trainer.fit(X, y, epochs=15, batch_size=32, validation_split=0.25, progress=False)
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 15 for v in history.values())
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["val_accuracy"][-1] >= 0.95
+    assert trainer.evaluate(X, y)["accuracy"] >= 0.95
+    proba = trainer.predict(X)
+    assert isinstance(proba, np.ndarray) and proba.shape == (240, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert trainer.epoch == 15 and trainer.steps == 15 * 6  # 180 training rows / 32 -> 6 batches
+
+
+def test_same_seed_same_backend_is_bitwise_identical(backend):
+    X, y = blobs()
+    runs = []
+    for _ in range(2):
+        trainer = Trainer(classifier(), optim.SGD(0.1, momentum=0.9), backend=backend, seed=3)
+        trainer.fit(X, y, epochs=3, batch_size=16, progress=False)
+        runs.append([backend.to_numpy(a) for layer in trainer.params for a in layer])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backends_agree_on_a_training_run(backend):
+    X, y = blobs()
+    reference = Trainer(classifier(), optim.Adam(0.01), backend="numpy", seed=1)
+    other = Trainer(classifier(), optim.Adam(0.01), backend=backend, seed=1)
+    for trainer in (reference, other):
+        trainer.fit(X, y, epochs=2, batch_size=32, progress=False)
+    for a, b in zip(host(reference.params), [backend.to_numpy(p) for layer in other.params for p in layer]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_train_step_changes_params_and_returns_loss(backend):
+    X, y = blobs(32)
+    trainer = Trainer(classifier(), optim.SGD(0.5), backend=backend)
+    before = [backend.to_numpy(a) for layer in trainer.params for a in layer]
+    loss = trainer.train_step(X, y)
+    after = [backend.to_numpy(a) for layer in trainer.params for a in layer]
+    assert isinstance(loss, float) and np.isfinite(loss)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert trainer.train_step(X, y) < loss
+
+
+def test_device_arrays_are_accepted(backend):
+    X, y = blobs(64)
+    trainer = Trainer(classifier(), optim.Adam(0.01), backend=backend)
+    Xd, yd = backend.asarray(X), backend.asarray(y)
+    history = trainer.fit(Xd, yd, epochs=2, batch_size=16, validation_data=(Xd, yd), progress=False)
+    assert len(history["val_loss"]) == 2
+    assert trainer.predict(Xd).shape == (64, 3)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_divergence_stops_with_a_clear_error_and_finite_params(backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)) * 10, rng.normal(size=(64, 1)) * 1e3
+    model = bp.MLP([3, 8, 1], activation="relu")
+    trainer = Trainer(model, optim.SGD(1e3), backend=backend)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch \d+, batch \d+"):
+        trainer.fit(X, y, epochs=50, batch_size=8, progress=False)
+    assert all(np.isfinite(a).all() for a in (backend.to_numpy(p) for layer in trainer.params for p in layer))
+
+
+def test_callbacks_see_batches_and_can_stop():
+    class StopAfter(Callback):
+        def __init__(self):
+            self.batches = []
+
+        def on_batch_end(self, trainer, epoch, batch, loss):
+            self.batches.append((epoch, batch, loss))
+            if epoch == 1 and batch == 2:
+                trainer.stop_training = True
+
+    X, y = blobs()
+    stop = StopAfter()
+    trainer = Trainer(classifier(), backend="numpy")
+    history = trainer.fit(X, y, epochs=10, batch_size=60, callbacks=[stop], progress=False)
+    assert len(history["loss"]) == 2 and trainer.epoch == 2
+    assert [b[:2] for b in stop.batches] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert all(np.isfinite(b[2]) for b in stop.batches)
+
+
+def test_early_stopping_restores_the_best_parameters():
+    X, y = blobs()
+    stopper = EarlyStopping(monitor="val_loss", patience=2, restore_best=True)
+    trainer = Trainer(classifier(), optim.SGD(2.0), backend="numpy", seed=0)
+    history = trainer.fit(X, y, epochs=200, batch_size=8, validation_split=0.3, callbacks=[stopper], progress=False)
+    assert len(history["val_loss"]) < 200
+    best = int(np.argmin(history["val_loss"]))
+    assert stopper.best_epoch == best
+    Xv, yv = X[-72:], y[-72:]
+    np.testing.assert_allclose(trainer.evaluate(Xv, yv)["loss"], history["val_loss"][best], rtol=1e-5)
+
+
+def test_progress_bar_shows_loss(capsys):
+    X, y = blobs(64)
+    Trainer(classifier(), backend="numpy").fit(X, y, epochs=2, batch_size=16, progress=True)
+    err = capsys.readouterr().err
+    assert "loss=" in err and "epoch=" in err
+    Trainer(classifier(), backend="numpy").fit(X, y, epochs=2, batch_size=16, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": -1}, "epochs must be"),
+        ({"batch_size": 0}, "batch_size must be"),
+        ({"validation_split": 1.5}, "validation_split must be"),
+        ({"validation_data": (np.zeros((2, 4)),)}, "validation_data must be a pair"),
+        ({"validation_data": (np.zeros((2, 5)), np.zeros(2, dtype=int))}, "5 features"),
+    ],
+)
+def test_bad_fit_arguments(kwargs, message):
+    X, y = blobs(32)
+    with pytest.raises(ValueError, match=message):
+        Trainer(classifier(), backend="numpy").fit(X, y, progress=False, **kwargs)
+
+
+def test_bad_data_is_refused_before_training():
+    X, y = blobs(32)
+    trainer = Trainer(classifier(), backend="numpy")
+    with pytest.raises(TypeError, match="floating-point"):
+        trainer.fit(X.astype(int), y, progress=False)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        trainer.fit(bad, y, progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        trainer.fit(X, y + 5, progress=False)
+    assert trainer.steps == 0
+    with pytest.raises(TypeError, match="backprop.MLP"):
+        Trainer("not a model")
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint_is_bitwise_identical(tmp_path):
+    X, y = blobs()
+    straight = Trainer(classifier(), optim.Adam(0.01), backend="numpy", seed=5)
+    straight.fit(X, y, epochs=4, batch_size=32, progress=False)
+
+    first = Trainer(classifier(), optim.Adam(0.01), backend="numpy", seed=5)
+    first.fit(X, y, epochs=2, batch_size=32, progress=False)
+    first.save(tmp_path / "ckpt.safetensors")
+    resumed = Trainer.load(tmp_path / "ckpt.safetensors", backend="numpy")
+    assert resumed.epoch == 2 and resumed.steps == first.steps
+    resumed.fit(X, y, epochs=2, batch_size=32, progress=False)
+    assert_same_params(straight.params, resumed.params)
+    assert resumed.history == straight.history
+
+
+def test_checkpoint_loads_on_other_backends_with_same_predictions(tmp_path, backend_name):
+    X, y = blobs(64)
+    trainer = Trainer(classifier(), optim.SGD(0.1, momentum=0.9), backend="numpy", seed=2)
+    trainer.fit(X, y, epochs=2, batch_size=16, progress=False)
+    trainer.save(tmp_path / "m.safetensors")
+    other = Trainer.load(tmp_path / "m.safetensors", backend=backend_name)
+    assert other.backend.name == backend_name
+    np.testing.assert_allclose(other.predict(X), trainer.predict(X), rtol=1e-5, atol=1e-6)
+    other.fit(X, y, epochs=1, batch_size=16, progress=False)  # the optimizer state loaded too
+
+
+def test_checkpoint_file_is_safetensors_with_metadata(tmp_path):
+    from safetensors import safe_open
+
+    trainer = Trainer(classifier(), optim.Adam(0.01), backend="numpy")
+    trainer.save(tmp_path / "m.safetensors")
+    with safe_open(str(tmp_path / "m.safetensors"), framework="numpy") as f:
+        keys = set(f.keys())
+        assert '"sha256"' in f.metadata()["backprop"]
+    assert {"params.0.W", "params.0.b", "params.1.W", "params.1.b"} <= keys
+    assert any(k.startswith("opt_state.") for k in keys)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage"])
+def test_damaged_checkpoints_are_refused(tmp_path, damage):
+    path = tmp_path / "m.safetensors"
+    Trainer(classifier(), backend="numpy").save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-5] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        data = bytearray(b"not a checkpoint at all" * 10)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum|truncated or corrupted"):
+        Trainer.load(path)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Trainer.load(tmp_path / "nope.safetensors")
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    old = Trainer(classifier(), backend="numpy", seed=0)
+    old.save(path)
+    before = path.read_bytes()
+    new = Trainer(classifier(), backend="numpy", seed=9)
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        new.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    assert_same_params(Trainer.load(path).params, old.params)
+
+
+def test_interrupt_keeps_last_step_and_checkpoint_resumes(tmp_path):
+    class Interrupt(Callback):
+        def on_batch_end(self, trainer, epoch, batch, loss):
+            if epoch == 1 and batch == 1:
+                raise KeyboardInterrupt
+
+    X, y = blobs()
+    path = tmp_path / "ckpt.safetensors"
+    trainer = Trainer(classifier(), optim.Adam(0.01), backend="numpy", seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(X, y, epochs=5, batch_size=60, callbacks=[ModelCheckpoint(path), Interrupt()], progress=False)
+    assert trainer.steps == 4 + 2 and len(trainer.history["loss"]) == 1
+    resumed = Trainer.load(path)
+    assert resumed.steps == 6
+    assert_same_params(resumed.params, trainer.params)
+    resumed.fit(X, y, epochs=1, batch_size=60, progress=False)
+    assert resumed.epoch == 2
