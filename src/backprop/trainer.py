@@ -25,6 +25,7 @@ import numpy as np
 from . import checkpoint
 from .backends import get_backend
 from .callbacks import Callback
+from .distributed import data_parallel
 from .mlp import MLP
 from .optim import Adam, from_config
 from .validation import as_matrix, as_targets
@@ -84,14 +85,19 @@ class Trainer:
     ``backend``: a Backend, a name or None (``BACKPROP_BACKEND``).  ``seed`` fixes the initial
     weights and the shuffling: the same seed on the same backend gives identical results.
     Attributes: ``params``, ``opt_state``, ``history`` (per-epoch lists), ``epoch``, ``steps``.
+    ``devices`` (JAX backend only): None, "all", N, a list of JAX devices or a Mesh with a "data"
+    axis -- data-parallel training over them, see `backprop.distributed` (``parallel``).
     """
 
-    def __init__(self, model: MLP, optimizer=None, backend=None, seed: int = 0):
+    def __init__(self, model: MLP, optimizer=None, backend=None, seed: int = 0, devices=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a backprop.MLP, got {type(model).__name__}")
         self.model = model
         self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
         self.backend = get_backend(backend)
+        self.parallel = data_parallel(devices, self.backend)
+        if self.parallel is not None:
+            self.backend = self.parallel.backend
         self.seed = seed
         self.rng = self.backend.rng(seed)
         self.params = model.init(seed, self.backend)
@@ -101,6 +107,13 @@ class Trainer:
         self.steps = 0
         self.stop_training = False
         self.step = compiled_step(model, self.optimizer, self.backend)
+        if self.parallel is not None:
+            self.params, self.opt_state = self.parallel.replicate((self.params, self.opt_state))
+            self.step = self.parallel.wrap_step(self.step)
+
+    def _local_params(self):
+        """The parameters on this process's device (a local replica when training on several)."""
+        return self.params if self.parallel is None else self.parallel.local(self.params)
 
     # -- the step ----------------------------------------------------------------------------
     def _run_step(self, X, Y, where: str) -> tuple[float, float]:
@@ -116,7 +129,7 @@ class Trainer:
 
     def train_step(self, X_batch, y_batch) -> float:
         """One step (forward, hand-written backward, update) on one batch; returns its loss."""
-        xp, X, Y = self.model.prepare(self.params, X_batch, y_batch)
+        xp, X, Y = self.model.prepare(self._local_params(), X_batch, y_batch)
         return self._run_step(X, Y, f"step {self.steps}")[0]
 
     def snapshot(self):
@@ -128,7 +141,7 @@ class Trainer:
     def _home(self, X):
         """(xp, like) of where X lives: the backend for its own arrays, else NumPy on the host."""
         if self.backend.is_native(X) and not isinstance(X, np.ndarray):
-            return self.backend.xp, self.params[0][0]
+            return self.backend.xp, self._local_params()[0][0]
         return npx, np.empty(0, dtype=np.dtype(self.backend.dtype_name))
 
     def _check_X(self, X, name: str = "X"):
@@ -144,7 +157,9 @@ class Trainer:
                         name="y" if name == "X" else f"{name} y")
         return Xc, Yc
 
-    def _batch(self, A, index):
+    def _batch(self, A, index, train: bool = False):
+        if train and self.parallel is not None:
+            return self.parallel.place_batch(A, index)
         if isinstance(A, np.ndarray):
             return self.backend.asarray(A[index] if index is not None else A)
         xp = self.backend.xp
@@ -201,6 +216,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         n = X.shape[0]
+        procs = 1 if self.parallel is None else self.parallel.process_count
+        if self.parallel is not None:
+            batch_size = self.parallel.local_batch_size(batch_size, n)
         classification = self.model.loss_layer.classification
         self.stop_training = False
         for cb in callbacks:
@@ -213,18 +231,18 @@ class Trainer:
                     cb.on_epoch_begin(self, epoch)
                 total_loss = total_correct = 0.0
                 for b, index in enumerate(self._batches(n, batch_size, shuffle)):
-                    Xb, Yb = self._batch(X, index), self._batch(Y, index)
+                    Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
                     loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
-                    total_loss += loss / self.model.scale(len(index))
+                    total_loss += loss / self.model.scale(len(index) * procs)
                     total_correct += correct
                     bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
                     bar.update(1)
                     for cb in callbacks:
                         cb.on_batch_end(self, epoch, b, loss)
-                logs = {"loss": total_loss / n}
+                logs = {"loss": total_loss / (n * procs)}
                 bar.set_postfix(epoch=epoch, loss=f"{logs['loss']:.4g}")
                 if classification:
-                    logs["accuracy"] = total_correct / n
+                    logs["accuracy"] = total_correct / (n * procs)
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 for key, value in logs.items():
@@ -242,17 +260,21 @@ class Trainer:
 
     # -- inference ---------------------------------------------------------------------------
     def _evaluate(self, X, Y, batch_size: int = 4096) -> dict:
-        model, xp = self.model, self.backend.xp
+        model, xp, params = self.model, self.backend.xp, self._local_params()
         total_loss = total_correct = 0.0
         for start in range(0, X.shape[0], batch_size):
             index = np.arange(start, min(start + batch_size, X.shape[0]))
             Xb, Yb = self._batch(X, index), self._batch(Y, index)
-            loss, output = model.value(xp, self.params, Xb, Yb)
+            loss, output = model.value(xp, params, Xb, Yb)
             total_loss += float(loss) / model.scale(len(index))
             total_correct += float(_count_correct(xp, model.loss_layer.name, output, Yb)) if model.loss_layer.classification else 0.0
-        logs = {"loss": total_loss / X.shape[0]}
+        count = X.shape[0]
+        if self.parallel is not None and self.parallel.process_count > 1:  # sums over the processes
+            penalty = float(model.penalty(xp, params, 1.0)) if model.alpha else 0.0
+            total_loss, total_correct, count = self.parallel.evaluation_sums(total_loss, total_correct, count, penalty, batch_size)
+        logs = {"loss": total_loss / count}
         if model.loss_layer.classification:
-            logs["accuracy"] = total_correct / X.shape[0]
+            logs["accuracy"] = total_correct / count
         return logs
 
     def evaluate(self, X, y, batch_size: int = 4096) -> dict:
@@ -262,11 +284,11 @@ class Trainer:
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
         """ŷ for the rows of X as a NumPy array (class probabilities for classification), in batches."""
         X = self._check_X(X)
-        xp, loss_layer = self.backend.xp, self.model.loss_layer
+        xp, loss_layer, params = self.backend.xp, self.model.loss_layer, self._local_params()
         outputs = []
         for start in range(0, X.shape[0], batch_size):
             Xb = self._batch(X, np.arange(start, min(start + batch_size, X.shape[0])))
-            outputs.append(self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, self.params, Xb)[1][-1])))
+            outputs.append(self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, params, Xb)[1][-1])))
         return np.concatenate(outputs, axis=0)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -290,12 +312,15 @@ class Trainer:
         })
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend=None) -> "Trainer":
-        """A Trainer restored from `save`'s file, on ``backend`` (None: ``BACKPROP_BACKEND``), ready to resume."""
+    def load(cls, path: str | os.PathLike, backend=None, devices=None) -> "Trainer":
+        """A Trainer restored from `save`'s file, on ``backend`` (None: ``BACKPROP_BACKEND``), ready to resume
+        (on ``devices``: see `Trainer`)."""
+        if devices is not None:  # a bad devices value is the caller's error, not the file's
+            data_parallel(devices, get_backend(backend))
         tensors, meta = checkpoint.load(path)
         try:
             model = MLP(**meta["model"])
-            trainer = cls(model, from_config(meta["optimizer"]), backend=backend, seed=meta["seed"])
+            trainer = cls(model, from_config(meta["optimizer"]), backend=backend, seed=meta["seed"], devices=devices)
             params = tuple(
                 (trainer.backend.asarray(tensors[f"params.{l}.W"]), trainer.backend.asarray(tensors[f"params.{l}.b"]))
                 for l in range(model.n_layers)
@@ -307,6 +332,8 @@ class Trainer:
         except (KeyError, TypeError, ValueError, StopIteration) as exc:
             raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}") from None
         trainer.params, trainer.opt_state = params, opt_state
+        if trainer.parallel is not None:
+            trainer.params, trainer.opt_state = trainer.parallel.replicate((params, opt_state))
         trainer.epoch, trainer.steps, trainer.history = meta["epoch"], meta["steps"], meta["history"]
         trainer.rng.state = meta["rng_state"]
         return trainer

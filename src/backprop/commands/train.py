@@ -3,7 +3,8 @@
 With --data FILE (.npz with X and y, or .csv with the target in the last column) it trains on
 your data; --task says classification or regression (default: guessed from y).  Features are
 standardised with the training split's mean and deviation (regression targets too).
---out DIR writes checkpoint.safetensors, metrics.json and loss_curve.png.
+--out DIR writes checkpoint.safetensors (every epoch, and when stopped with Ctrl-C), metrics.json
+and loss_curve.png.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     parser.add_argument("--out", help="folder for checkpoint.safetensors, metrics.json and loss_curve.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--devices", help="data-parallel training on JAX: 'all' or N (the first N devices); "
+                                          "--batch-size must be a multiple of the device count (implies --backend jax)")
 
 
 def _hidden(text: str) -> list[int]:
@@ -44,6 +47,18 @@ def _hidden(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise CommandError(f"--hidden must be positive integers separated by commas, e.g. 128,64; got {text!r}")
     return sizes
+
+
+def _devices(text: str | None):
+    """--devices as Trainer's ``devices``: None, "all" or a positive int."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text == "all":
+        return "all"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise CommandError(f"--devices must be 'all' or a positive number of devices, got {text!r}")
 
 
 def _check_options(args) -> None:
@@ -83,13 +98,18 @@ def run(args) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from .. import MLP, get_backend
+    from ..callbacks import ModelCheckpoint
     from ..data import digits, infer_task, load_file
     from ..optim import get_optimizer
     from ..trainer import Trainer
 
     _check_options(args)
     hidden = _hidden(args.hidden)
-    backend = get_backend(args.backend)
+    devices = _devices(getattr(args, "devices", None))
+    backend_name = args.backend or ("jax" if devices is not None and not os.environ.get("BACKPROP_BACKEND") else None)
+    backend = get_backend(backend_name)
+    if devices is not None and backend.name != "jax":
+        raise CommandError(f"--devices needs the JAX backend (data-parallel training uses JAX's sharding), but the backend is {backend.name!r} (--backend or BACKPROP_BACKEND)")
     data = load_file(args.data) if args.data else digits()
     task = infer_task(data.y, args.task)
     classes = None
@@ -120,11 +140,18 @@ def run(args) -> int:
         y_train = y_scaler.transform(y_train)
 
     model = MLP([data.X.shape[1], *hidden, n_out], activation=args.activation, loss=loss)
-    trainer = Trainer(model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed)
+    trainer = Trainer(model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices)
+    if trainer.parallel is not None:
+        print(f"data-parallel: {trainer.parallel}", file=sys.stderr)
     print(f"training {model.layer_sizes} {args.activation} on {data.name} ({len(X_train)} train / "
           f"{len(X_test)} test) with {backend.name} on {backend.device_name}, {backend.dtype_name}", file=sys.stderr)
     start = time.perf_counter()
-    history = trainer.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress)
+    callbacks = []
+    if args.out:  # a checkpoint every epoch, and on Ctrl-C
+        os.makedirs(args.out, exist_ok=True)
+        callbacks.append(ModelCheckpoint(os.path.join(args.out, "checkpoint.safetensors")))
+    history = trainer.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, callbacks=callbacks,
+                          progress=not args.no_progress)
     seconds = time.perf_counter() - start
     output = trainer.predict(X_test)
     if task == "classification":
@@ -139,8 +166,6 @@ def run(args) -> int:
     print(f"trained {trainer.epoch} epochs ({trainer.steps} steps) in {seconds:.1f} s", file=sys.stderr)
 
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        trainer.save(os.path.join(args.out, "checkpoint.safetensors"))
         report = {
             "data": data.name,
             "task": task,

@@ -1,0 +1,184 @@
+"""Faults: a process killed mid-save, Ctrl-C during training, long runs without memory growth."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop import optim
+from backprop.callbacks import Callback
+from backprop.trainer import Trainer
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
+
+
+def test_sigkill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    path, stalled = str(tmp_path / "ckpt.safetensors"), str(tmp_path / "stalled")
+    # The child saves once, then saves again with a write that stalls after half of the bytes.
+    child = python(
+        """
+        import os, sys, time
+        import backprop as bp
+        from backprop.trainer import Trainer
+        path, stalled = sys.argv[1], sys.argv[2]
+        trainer = Trainer(bp.MLP([4, 32, 3], loss="softmax_cross_entropy"), seed=0)
+        trainer.save(path)
+        real_write = os.write
+        class Stalling:
+            def __init__(self, f): self.f = f
+            def __enter__(self): return self
+            def __exit__(self, *exc): return self.f.__exit__(*exc)
+            def write(self, data):
+                self.f.write(data[: len(data) // 2]); self.f.flush()
+                open(stalled, "w").close()
+                time.sleep(600)
+            def __getattr__(self, name): return getattr(self.f, name)
+        real_fdopen = os.fdopen
+        os.fdopen = lambda *a, **k: Stalling(real_fdopen(*a, **k))
+        trainer2 = Trainer(bp.MLP([4, 32, 3], loss="softmax_cross_entropy"), seed=1)
+        trainer2.save(path)
+        """,
+        path, stalled,
+    )
+    try:
+        wait_for(stalled)
+        before = open(path, "rb").read()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert open(path, "rb").read() == before  # untouched by the half-written save
+    restored = Trainer.load(path)
+    reference = Trainer(bp.MLP([4, 32, 3], loss="softmax_cross_entropy"), seed=0)
+    for a, b in zip(restored.params, reference.params):
+        np.testing.assert_array_equal(a[0], b[0])
+    leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    assert len(leftovers) == 1  # the killed write's temporary file, never the checkpoint itself
+    with pytest.raises(bp.checkpoint.CheckpointError):
+        Trainer.load(tmp_path / leftovers[0])
+
+
+def test_ctrl_c_during_fit_saves_and_resumes(tmp_path):
+    path, started = str(tmp_path / "ckpt.safetensors"), str(tmp_path / "started")
+    child = python(
+        """
+        import sys, numpy as np
+        import backprop as bp
+        from backprop.callbacks import Callback, ModelCheckpoint
+        from backprop.trainer import Trainer
+        path, started = sys.argv[1], sys.argv[2]
+        class Started(Callback):
+            def on_batch_end(self, trainer, epoch, batch, loss):
+                if trainer.steps == 50:
+                    open(started, "w").close()
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(512, 8)), rng.integers(0, 3, 512)
+        trainer = Trainer(bp.MLP([8, 64, 3], loss="softmax_cross_entropy"), seed=0)
+        try:
+            trainer.fit(X, y, epochs=100000, batch_size=4, callbacks=[ModelCheckpoint(path, every=1000), Started()],
+                        progress=False)
+        except KeyboardInterrupt:
+            print("interrupted", trainer.steps, len(trainer.history.get("loss", [])))
+            sys.exit(130)
+        """,
+        path, started,
+    )
+    try:
+        wait_for(started)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    _, steps, epochs = out.split()
+    resumed = Trainer.load(path)
+    assert resumed.steps == int(steps) >= 50 and len(resumed.history.get("loss", [])) == int(epochs)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(512, 8)), rng.integers(0, 3, 512)
+    resumed.fit(X, y, epochs=1, batch_size=64, progress=False)
+    assert resumed.steps == int(steps) + 8
+
+
+def test_cli_train_ctrl_c_leaves_a_checkpoint(tmp_path):
+    out_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
+    child = subprocess.Popen([sys.executable, "-m", "backprop", "train", "--epochs", "100000", "--out", str(out_dir),
+                              "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(str(out_dir / "checkpoint.safetensors"), timeout=120)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    trainer = Trainer.load(out_dir / "checkpoint.safetensors")
+    assert trainer.epoch >= 1
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryProbe(Callback):
+    """Snapshots the parameters after ``snapshot_epoch`` and measures heap and RSS from then on."""
+
+    def __init__(self, snapshot_epoch: int):
+        self.snapshot_epoch, self.snapshot = snapshot_epoch, None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch + 1 == self.snapshot_epoch:
+            self.snapshot = trainer.snapshot()
+            tracemalloc.start()
+            self.rss = rss_bytes()
+
+    def on_train_end(self, trainer):
+        self.heap_growth = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        self.rss_growth = rss_bytes() - self.rss
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="RSS is read from /proc")
+def test_long_run_has_no_memory_growth_and_is_repeatable():
+    """100,000 steps of the 2-3-1 network at batch 2: heap and RSS flat, and runs bitwise repeatable."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(2000, 2)), rng.normal(size=(2000, 1))
+    model = bp.MLP([2, 3, 1], activation="sigmoid")
+    probe = MemoryProbe(snapshot_epoch=10)
+    long = Trainer(model, optim.SGD(0.01, momentum=0.9), backend="numpy", seed=0)
+    long.fit(X, y, epochs=100, batch_size=2, callbacks=[probe], progress=False)
+    assert long.steps == 100_000
+    # after the first 10,000 steps the heap only holds the per-epoch history (a few floats)
+    assert probe.heap_growth < 64 * 1024, f"Python heap grew by {probe.heap_growth} bytes"
+    assert probe.rss_growth < 8 * 1024 * 1024, f"RSS grew by {probe.rss_growth} bytes"
+    assert all(np.isfinite(a).all() for layer in long.params for a in layer)
+    again = Trainer(model, optim.SGD(0.01, momentum=0.9), backend="numpy", seed=0)
+    again.fit(X, y, epochs=10, batch_size=2, progress=False)
+    for (W1, b1), (W2, b2) in zip(probe.snapshot, again.params):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
