@@ -80,7 +80,8 @@ class Backend:
 
     Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"jax"``, ``"array_api_strict"``), ``xp`` (the
     array-API namespace the core computes with), ``device`` (the library's device object),
-    ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype) and ``dtype_name``.
+    ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype), ``dtype_name`` and
+    ``array_type`` (the class of the backend's arrays).
     """
 
     name: str
@@ -89,6 +90,7 @@ class Backend:
     device_name: str
     dtype: Any
     dtype_name: str
+    array_type: type
     _to_device: Callable[[np.ndarray, Any], Any] = dataclasses.field(repr=False)
     _to_numpy: Callable[[Any], np.ndarray] = dataclasses.field(repr=False)
     _jit: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
@@ -117,12 +119,7 @@ class Backend:
 
     def is_native(self, x: Any) -> bool:
         """Whether ``x`` is already an array of this backend."""
-        try:
-            from array_api_compat import array_namespace
-
-            return array_namespace(x) is self.xp
-        except TypeError:
-            return False
+        return isinstance(x, self.array_type)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy array with the values of ``x`` (copied to the host when needed)."""

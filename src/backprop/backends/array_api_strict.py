@@ -32,6 +32,7 @@ def load(device: str | None, dtype: str) -> Backend:
         device_name="cpu",
         dtype=getattr(xp, dtype),
         dtype_name=dtype,
+        array_type=type(xp.asarray(0.0)),
         _to_device=lambda host, device: xp.asarray(host, device=device),
         _to_numpy=lambda x: np.asarray(x),
     )

@@ -52,6 +52,7 @@ def load(device: str | None, dtype: str) -> Backend:
         device_name=f"gpu:{index}",
         dtype=getattr(xp, dtype),
         dtype_name=dtype,
+        array_type=cupy.ndarray,
         _to_device=to_device,
         _to_numpy=cupy.asnumpy,
         _synchronize=synchronize,

@@ -76,6 +76,7 @@ def load(device: str | None, dtype: str) -> Backend:
         device_name=f"{dev.platform}:{dev.id}",
         dtype=getattr(jnp, dtype),
         dtype_name=dtype,
+        array_type=jax.Array,
         _to_device=lambda host, device: jax.device_put(host, device),
         _to_numpy=lambda x: np.asarray(jax.device_get(x)),
         _jit=jax.jit,

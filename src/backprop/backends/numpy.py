@@ -29,6 +29,7 @@ def load(device: str | None, dtype: str) -> Backend:
         device_name="cpu",
         dtype=getattr(xp, dtype),
         dtype_name=dtype,
+        array_type=np.ndarray,
         _to_device=lambda host, device: np.asarray(host),
         _to_numpy=np.asarray,
     )
