@@ -9,8 +9,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from backprop.backends import BACKENDS, get_backend, probe
+
+# CI runs the property tests with a fixed seed sequence, so a run is repeatable; locally they explore.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SELECTED = [os.environ["BACKPROP_BACKEND"]] if os.environ.get("BACKPROP_BACKEND") else list(BACKENDS)
 
@@ -34,3 +40,14 @@ def backend(backend_name):
 def backend64(backend_name):
     """The backend in float64."""
     return get_backend(backend_name, dtype="float64")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Report how many generated bad-input cases each entry point was given."""
+    from _counts import CASES
+
+    if CASES:
+        terminalreporter.section("generated bad-input cases")
+        for entry, count in sorted(CASES.items()):
+            terminalreporter.write_line(f"{entry:<32}{count:>6}")
+        terminalreporter.write_line(f"{'total':<32}{sum(CASES.values()):>6}")

@@ -19,7 +19,7 @@ from array_api_compat import array_namespace
 from .activations import get_activation
 from .dense import dense_backward, dense_forward
 from .losses import REDUCTIONS, get_loss
-from .validation import as_matrix, as_targets
+from .validation import as_matrix, as_targets, check_finite
 
 INITS = ("auto", "glorot_uniform", "he_normal", "sklearn")
 
@@ -236,7 +236,9 @@ class MLP:
     def predict(self, params: Params, X):
         """ŷ: the network's output (class probabilities for the cross-entropy losses)."""
         xp, X, _ = self.prepare(params, X)
-        return self.loss_layer.output(xp, self.forward(xp, params, X)[1][-1])
+        output = self.loss_layer.output(xp, self.forward(xp, params, X)[1][-1])
+        check_finite(xp, output, "the network's output (X or the parameters are too large for the dtype?)")
+        return output
 
     def loss(self, params: Params, X, y):
         """The loss (with the L2 penalty) on (X, y)."""
@@ -250,4 +252,5 @@ class MLP:
         """
         xp, X, Y = self.prepare(params, X, y)
         loss, grads, intermediates = self.value_and_grad(xp, params, X, Y)
+        check_finite(xp, loss, "the loss (X, y or the parameters are too large for the dtype?)")
         return (loss, grads, intermediates) if return_intermediates else (loss, grads)

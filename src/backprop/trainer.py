@@ -31,8 +31,11 @@ from .optim import Adam, from_config
 from .validation import as_matrix, as_targets
 
 
-class TrainingDivergedError(FloatingPointError):
-    """The loss or the parameters became NaN/inf; the trainer keeps the last finite parameters."""
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The loss or the parameters became NaN/inf; the trainer keeps the last finite parameters.
+
+    A ValueError too, so callers that handle bad input (e.g. values too large for the dtype) catch it.
+    """
 
 
 def _finite_probe(xp, params):

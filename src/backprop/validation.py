@@ -82,7 +82,13 @@ def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
     dtype = array_dtype(X, name)
     check_float_kind(dtype.kind, name, dtype)
     A = to_namespace(X, xp, like, like.dtype)
-    check_finite(xp, A, name)
+    try:
+        check_finite(xp, A, name)
+    except ValueError:
+        if dtype != array_dtype(A) and np.isfinite(_host_view(X, name)).all():
+            raise ValueError(f"{name} has values too large for {array_dtype(A)} (the backend's dtype); "
+                             f"rescale it or use BACKPROP_DTYPE=float64") from None
+        raise
     return A
 
 

@@ -133,6 +133,9 @@ def run(args) -> int:
         )
     except ValueError as exc:
         raise CommandError(f"cannot split the data: {exc}") from None
+    if min(len(X_train), len(X_test)) < 2:
+        raise CommandError(f"too few samples ({len(data.X)}): --test-size {args.test_size} leaves "
+                           f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2")
     x_scaler = StandardScaler().fit(X_train)
     X_train, X_test = x_scaler.transform(X_train), x_scaler.transform(X_test)
     y_scaler = StandardScaler().fit(y_train) if task == "regression" else None
@@ -159,10 +162,10 @@ def run(args) -> int:
         print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     else:
         pred = y_scaler.inverse_transform(output)
-        residual = float(np.sum((y_test - pred) ** 2))
-        r2 = 1.0 - residual / float(np.sum((y_test - y_test.mean(axis=0)) ** 2))
+        residual, spread = float(np.sum((y_test - pred) ** 2)), float(np.sum((y_test - y_test.mean(axis=0)) ** 2))
+        r2 = 1.0 - residual / spread if spread > 0 else None  # undefined for a constant test target
         metrics = {"test_r2": r2, "test_rmse": float(np.sqrt(residual / y_test.size))}
-        print(f"test R^2: {r2:.4f}  RMSE: {metrics['test_rmse']:.4g}")
+        print(f"test R^2: {'n/a' if r2 is None else f'{r2:.4f}'}  RMSE: {metrics['test_rmse']:.4g}")
     print(f"trained {trainer.epoch} epochs ({trainer.steps} steps) in {seconds:.1f} s", file=sys.stderr)
 
     if args.out:
