@@ -182,3 +182,33 @@ def test_long_run_has_no_memory_growth_and_is_repeatable():
     for (W1, b1), (W2, b2) in zip(probe.snapshot, again.params):
         np.testing.assert_array_equal(W1, W2)
         np.testing.assert_array_equal(b1, b2)
+
+
+def test_shape_mismatched_checkpoint_is_refused(tmp_path):
+    """A well-formed file (valid checksum) whose tensors do not fit its model is refused clearly."""
+    from backprop import checkpoint
+
+    path = tmp_path / "m.safetensors"
+    Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), backend="numpy").save(path)
+    tensors, meta = checkpoint.load(path)
+    meta["model"]["layer_sizes"] = [4, 9, 3]
+    checkpoint.save(path, tensors, meta)
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not describe a valid trainer.*shape"):
+        Trainer.load(path)
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    import pickle
+
+    path = tmp_path / "m.safetensors"
+    trainer = Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), optim.Adam(0.01), backend="numpy")
+    trainer.save(path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint load unpickled something")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    restored = Trainer.load(path)
+    np.testing.assert_array_equal(restored.params[0][0], trainer.params[0][0])
