@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The GPU check: on a CUDA machine, one command that
+#   1. installs missing pure-Python wheels from .whl/ (offline; into .whl/site, nothing else is touched),
+#   2. runs the whole test suite with BACKPROP_BACKEND=cupy, then again with BACKPROP_BACKEND=jax,
+#   3. runs the benchmark grid (backprop bench) on both backends,
+# and writes every log, bench.json, bench.txt and bench.png under $OUT (default bench-results/).
+# Each phase has its own time limit, so the whole check ends in under 8 minutes; a failing test
+# phase does not stop the benchmarks, but the script exits non-zero at the end.
+#
+#   bash benchmarks/gpu_check.sh              # on the GPU machine, from anywhere
+#   OUT=/tmp/results bash benchmarks/gpu_check.sh
+#   bash benchmarks/gpu_check.sh --dry-run    # the same logic on the CPU (numpy + jax), small and quick
+#
+# Knobs (environment): PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (145 s per
+# test run), BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS
+# (cupy,jax), BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the
+# benchmarks (default highest: true float32 on JAX as on CuPy, so the two compare like with like;
+# set it to tf32 together with CUPY_TF32=1 to measure TensorFloat-32 on both).
+set -euo pipefail
+
+DRY_RUN=0
+case "${1:-}" in
+  --dry-run) DRY_RUN=1 ;;
+  "") ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-$ROOT/bench-results}"   # a relative $OUT is relative to where the script was started
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python}"
+WHEELS="${WHEELS:-.whl}"
+SITE="$ROOT/.whl/site"
+TEST_TIMEOUT="${TEST_TIMEOUT:-145}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-160}"
+BENCH_BUDGET="${BENCH_BUDGET:-0.5}"
+BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,jax}"
+BENCH_BATCH_SIZES="${BENCH_BATCH_SIZES:-1,2,32,256,2048,8192,65536}"
+BENCH_NETWORKS="${BENCH_NETWORKS:-wide,mnist,digits,seed}"  # the costly cells first: --max-seconds drops the cheap ones
+TEST_BACKENDS="${TEST_BACKENDS:-cupy jax}"
+TEST_ARGS=()
+if [[ $DRY_RUN == 1 ]]; then
+  # The same phases on the CPU, small: validates the script's logic where there is no GPU.
+  TEST_BACKENDS="${DRY_RUN_TEST_BACKENDS:-numpy jax}"
+  TEST_ARGS=(tests/test_bench.py)
+  BENCH_BACKENDS="numpy,jax"
+  BENCH_NETWORKS="seed,digits"
+  BENCH_BATCH_SIZES="1,32"
+  BENCH_BUDGET="0.1"
+  TEST_TIMEOUT=120
+  BENCH_TIMEOUT=120
+fi
+
+export PYTHONPATH="$ROOT/src:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"  # CuPy and torch share the GPU with JAX
+export PYTHONUNBUFFERED=1
+START=$SECONDS
+STATUS=0
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# phase NAME LIMIT COMMAND...: run COMMAND with a time limit, its output in $OUT/NAME.log.
+phase() {
+  local name=$1 limit=$2 rc=0 t0=$SECONDS
+  shift 2
+  echo "== $name (limit ${limit}s): $*"
+  timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
+  if [[ $rc == 0 ]]; then
+    note "$name: ok in $((SECONDS - t0)) s"
+  else
+    [[ $rc == 124 || $rc == 137 ]] && note "$name: TIMED OUT after ${limit} s (see $name.log)" \
+                                   || note "$name: FAILED with exit code $rc in $((SECONDS - t0)) s (see $name.log)"
+    STATUS=1
+  fi
+  tail -n 3 "$OUT/$name.log" | sed 's/^/   /'
+}
+
+note "backprop GPU check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)$([[ $DRY_RUN == 1 ]] && echo ' (dry run on the CPU)')"
+if git rev-parse --short HEAD >/dev/null 2>&1; then
+  note "git: $(git rev-parse --short HEAD)$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' + local changes')"
+fi
+
+# 1. Missing pure-Python wheels from $WHEELS (filled with pip download, see docs/benchmarks.md).
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  phase install-wheels 120 "$PYTHON" - "$WHEELS" "$SITE" <<'EOF'
+import importlib.metadata as md, pathlib, subprocess, sys, zipfile
+
+wheels, site = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+newest = {}
+for whl in sorted(wheels.glob("*.whl")):  # name-version-python-abi-platform.whl
+    newest[whl.name.split("-")[0].lower().replace("_", "-")] = whl
+missing = []
+for dist, whl in sorted(newest.items()):
+    try:
+        print(f"{dist}: installed ({md.version(dist)})")
+    except md.PackageNotFoundError:
+        if whl.name.endswith("-none-any.whl"):
+            missing.append(whl)
+        else:
+            print(f"{dist}: missing, but {whl.name} is not a pure-Python wheel: skipped")
+if missing:
+    print("installing into", site, ":", ", ".join(w.name for w in missing))
+    site.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(site), *map(str, missing)]
+    if subprocess.run(cmd).returncode != 0:
+        print("pip failed; unpacking the wheels instead (a pure-Python wheel is a zip of site-packages)")
+        for whl in missing:
+            with zipfile.ZipFile(whl) as z:
+                z.extractall(site)
+EOF
+else
+  note "install-wheels: no $WHEELS/*.whl, nothing to install"
+fi
+
+# 2. Facts about the machine.
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv \
+    >>"$OUT/nvidia-smi.txt" 2>&1 || true
+  note "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)"
+else
+  note "nvidia-smi: not found"
+fi
+if timeout 60 "$PYTHON" -m backprop info --json >"$OUT/info.json" 2>"$OUT/info.log"; then
+  note "info: $("$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("backprop", d["version"], "python", d["python"], "|", ", ".join(b["name"] + ("" if b["available"] else " (unavailable)") for b in d["backends"]))' "$OUT/info.json" 2>/dev/null || echo 'see info.json')"
+else
+  note "info: FAILED (see info.log)"
+  STATUS=1
+fi
+
+# 3. The whole test suite, once per backend (-x: stop at the first failure).
+for backend in $TEST_BACKENDS; do
+  phase "tests-$backend" "$TEST_TIMEOUT" env BACKPROP_BACKEND="$backend" \
+    "$PYTHON" -m pytest -x -q -p no:cacheprovider --junitxml="$OUT/tests-$backend.xml" ${TEST_ARGS[@]+"${TEST_ARGS[@]}"}
+done
+
+# 4. The benchmark grid on both backends; --max-seconds leaves time to write the results.
+phase bench "$BENCH_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PRECISION:-highest}" \
+  "$PYTHON" -m backprop bench --backends "$BENCH_BACKENDS" --networks "$BENCH_NETWORKS" \
+  --batch-sizes "$BENCH_BATCH_SIZES" --time-budget "$BENCH_BUDGET" --max-seconds "$((BENCH_TIMEOUT - 35))" \
+  --out "$OUT"
+
+note "total: $((SECONDS - START)) s; results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
+[[ $STATUS == 0 ]] && note "GPU check: PASSED" || note "GPU check: FAILED (see the logs above)"
+exit "$STATUS"

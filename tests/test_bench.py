@@ -1,0 +1,214 @@
+"""Smoke tests of the benchmarks, so they cannot rot: `backprop.bench`, ``backprop bench`` and the
+pytest-benchmark suite in benchmarks/ (one round of tiny cells)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from backprop import bench
+from backprop.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _available_selected() -> list[str]:
+    return [name for name in bench.selected_backends() if bench.probe(name).available]
+
+
+# -- the grid and the FLOP count -------------------------------------------------------------
+def test_step_flops_formula():
+    # seed 2-3-1 at n = 2: forward 2·2·(6+3), dW 2·2·(6+3), dH only for layer 1: 2·2·3
+    assert bench.step_flops((2, 3, 1), 2) == 4 * 9 + 4 * 9 + 4 * 3
+    wide = bench.NETWORKS["wide"].layer_sizes
+    assert bench.step_flops(wide, 2048) == 2 * 2048 * (3 * (2 * 1024 * 4096 + 4096 * 4096) - 1024 * 4096)
+
+
+def test_grid_definition():
+    assert bench.NETWORKS["mnist"].layer_sizes == (784, 512, 256, 10)
+    assert bench.NETWORKS["wide"].activation == "relu" and bench.NETWORKS["wide"].loss == "squared_error"
+    assert bench.GPU_BATCH_SIZES == (1, 2, 32, 256, 2048, 8192, 65536)
+    cpu = bench.load_backend("numpy")
+    assert bench.default_batch_sizes(cpu) == (1, 2, 32, 256, 2048)
+    assert bench.is_huge("wide", 2048, cpu) and not bench.is_huge("wide", 256, cpu)
+    assert not bench.is_huge("mnist", 2048, cpu)
+
+
+# -- every contender on every installed backend ----------------------------------------------
+@pytest.mark.parametrize("network", ["seed", "digits"])
+@pytest.mark.parametrize("contender", bench.CONTENDERS)
+def test_contender_takes_a_step(backend, network, contender):
+    reason = bench.contender_unavailable(contender, backend)
+    if reason:
+        pytest.skip(reason)
+    c = bench.build(contender, network, 2, backend)
+    try:
+        if contender == "matmul_floor":
+            assert c.flops == bench.step_flops(bench.NETWORKS[network].layer_sizes, 2)  # counted from its products
+            assert c.step() is None and c.params is None
+            return
+        before = c.params()
+        assert [p.shape for p in before] == [s for a, b in zip(bench.NETWORKS[network].layer_sizes[:-1],
+                                                                bench.NETWORKS[network].layer_sizes[1:])
+                                             for s in ((a, b), (b,))]
+        losses = [float(c.step()) for _ in range(2)]
+        after = c.params()
+        assert all(math.isfinite(v) for v in losses)
+        assert any(not np.array_equal(x, y) for x, y in zip(before, after)), "the step did not change the parameters"
+    finally:
+        c.release()
+
+
+@pytest.mark.parametrize("contender", ["jax_grad", "torch"])
+def test_contenders_compute_the_same_step(contender):
+    """After the same steps from the same weights, a rival contender's parameters match backprop's."""
+    candidates = [name for name in _available_selected() if contender != "jax_grad" or name == "jax"]
+    if not candidates or bench.contender_unavailable(contender, bench.load_backend(candidates[0])):
+        pytest.skip(f"{contender} cannot run on the selected backends here")
+    backend = bench.load_backend(candidates[0])
+    rtol = 1e-2 if bench.effective_matmul_precision(backend) == "tf32" else 1e-4
+    ours = bench.build("backprop", "digits", 32, backend, optimizer="adam")
+    theirs = bench.build(contender, "digits", 32, backend, optimizer="adam")
+    try:
+        for x, y in zip(ours.params(), theirs.params()):
+            np.testing.assert_array_equal(x, y)
+        for _ in range(3):
+            np.testing.assert_allclose(float(ours.step()), float(theirs.step()), rtol=rtol)
+        for x, y in zip(ours.params(), theirs.params()):
+            np.testing.assert_allclose(x, y, rtol=10 * rtol, atol=10 * rtol * 0.1)
+    finally:
+        ours.release()
+        theirs.release()
+
+
+def test_measure_interleaves_and_reports_the_median():
+    calls = []
+
+    def contender(name):
+        def step():
+            calls.append(name)
+
+        return bench.Contender(name, bench.NETWORKS["seed"], 1, bench.load_backend("numpy"), step)
+
+    a, b = contender("a"), contender("b")
+    timings = bench.measure([a, b], budget_s=0.01, min_rounds=3, max_rounds=5, warmup=1, min_round_s=0.0)
+    assert set(timings) == {"a", "b"}
+    for t in timings.values():
+        assert 3 <= t.rounds <= 5 and t.iterations == 1
+        assert 0 <= t.min <= t.q1 <= t.median <= t.q3 <= t.max
+    measured = calls[2:]  # after one warm-up call each
+    assert measured[:4] == ["a", "b", "b", "a"]  # interleaved, order rotated every round
+
+
+# -- backprop bench ----------------------------------------------------------------------------
+def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
+    backends = _available_selected()
+    if not backends:
+        pytest.skip("none of the selected backends can run here")
+    out = tmp_path / "bench"
+    code = main(["bench", "--quick", "--networks", "seed", "--batch-sizes", "2", "--backends", ",".join(backends),
+                 "--contenders", "backprop,matmul_floor", "--time-budget", "0.02", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "backprop" in printed and "÷floor" in printed
+    report = json.loads((out / "bench.json").read_text())
+    assert report["complete"] is True
+    for key in ("schema", "settings", "environment", "networks", "backends", "results", "skipped"):
+        assert key in report
+    env = report["environment"]
+    for key in ("date", "host", "versions", "blas", "matmul_precision"):
+        assert key in env
+    assert env["versions"]["numpy"] == np.__version__
+    assert all("architecture" in lib and "num_threads" in lib for lib in env["blas"] if "error" not in lib)
+    assert {b["backend"] for b in report["backends"]} == set(backends)
+    assert len(report["results"]) == 2 * len(backends)
+    for row in report["results"]:
+        for key in ("median_s", "iqr_s", "min_s", "rounds", "samples_per_s", "gflops", "ratios", "flops"):
+            assert key in row
+        assert row["rounds"] >= 3 and row["median_s"] > 0
+        other = "matmul_floor" if row["contender"] == "backprop" else "backprop"
+        assert row["ratios"][other] == pytest.approx(row["median_s"] / next(
+            r["median_s"] for r in report["results"] if r["backend"] == row["backend"] and r["contender"] == other))
+    assert (out / "bench.txt").read_text().strip()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--networks", "resnet"],
+        ["--backends", "tensorflow"],
+        ["--batch-sizes", "0"],
+        ["--batch-sizes=-3"],
+        ["--batch-sizes", "1,two"],
+        ["--contenders", "tf"],
+        ["--time-budget", "0"],
+        ["--optimizer", "lbfgs"],
+        ["--blas-threads", "0"],
+        ["--max-seconds", "-1"],
+    ],
+)
+def test_cli_bench_bad_options_exit_2(options, capsys, tmp_path):
+    assert main(["bench", *options, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("backprop bench: error:")
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_cli_bench_unavailable_backend_exit_2(capsys):
+    missing = [name for name in bench.BACKENDS if bench.probe(name).reason]
+    if not missing:
+        pytest.skip("every backend is available here")
+    assert main(["bench", "--backends", missing[0], "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unavailable" in err[0]
+
+
+# -- the pytest-benchmark suite ----------------------------------------------------------------
+def test_pytest_benchmark_suite_runs_one_round():
+    """benchmarks/test_bench_step.py collects the whole grid and runs its tiny cells once (--benchmark-disable)."""
+    if not _available_selected():
+        pytest.skip("none of the selected backends can run here")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_bench_step.py"), "-q", "-p", "no:cacheprovider",
+           "--benchmark-disable", "-k", "seed-b2-"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    available = _available_selected()
+    torch = bench.torch_unavailable() is None
+    per_cell = {name: 3 + (name == "jax") for name in available}  # backprop, matmul_floor, torch (+ jax_grad)
+    selected = sum(per_cell.values())
+    total = sum(n * len(bench.NETWORKS) * len(bench.default_batch_sizes(bench.load_backend(name)))
+                for name, n in per_cell.items()) + 4 * (len(bench.selected_backends()) - len(available))
+    total += "jax" not in bench.selected_backends()  # jax_grad's one "not-applicable" test
+    passed = sum(2 + (name == "jax") + torch for name in available)
+    assert f"{passed} passed" in done.stdout and " failed" not in done.stdout, done.stdout[-3000:]
+    assert f"{total - selected} deselected" in done.stdout, done.stdout[-3000:]
+
+
+@pytest.mark.parametrize("network", list(bench.NETWORKS))
+def test_encoded_targets_match_the_library(network):
+    """The torch contender's targets are exactly what MLP.prepare hands the library's step."""
+    net = bench.NETWORKS[network]
+    X, y = bench.make_data(net, 8)
+    model = net.model()
+    _, Xb, Yb = model.prepare(model.init(0, "numpy"), X, y)
+    np.testing.assert_array_equal(np.asarray(Xb), X)
+    np.testing.assert_array_equal(np.asarray(Yb, dtype=np.float32), bench.encode_targets(net, y))
+
+
+def test_wide_network_trains_stably_with_the_bench_optimizer():
+    """Thousands of timed steps on one batch must not diverge (a NaN step would time garbage)."""
+    c = bench.build("backprop", "wide", 2, "numpy")
+    try:
+        losses = [float(c.step()) for _ in range(4)]
+    finally:
+        c.release()
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
