@@ -27,9 +27,8 @@ class Activation:
 
 
 def sigmoid(xp, z):
-    """σ(z) = 1 / (1 + e^(−z)), evaluated as e^z / (1 + e^z) for z < 0 so exp never overflows."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """σ(z) = 1 / (1 + e^(−z)) = ½ (1 + tanh(z/2)): no exp to overflow, and one pass fewer than a where."""
+    return 0.5 * xp.tanh(0.5 * z) + 0.5
 
 
 def softplus(xp, z):

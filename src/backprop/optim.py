@@ -50,14 +50,20 @@ def tree_leaves(tree: Tree) -> list:
 def tree_map(fn: Callable, tree: Tree, *rest: Tree) -> Tree:
     """``fn`` applied leaf by leaf to trees of the same nesting; tuples come back as tuples."""
     if isinstance(tree, (tuple, list)):
-        if any(not isinstance(r, (tuple, list)) or len(r) != len(tree) for r in rest):
-            raise ValueError("tree_map: the trees do not have the same nesting")
-        return tuple(tree_map(fn, *children) for children in zip(tree, *rest))
+        try:
+            return tuple(tree_map(fn, *children) for children in zip(tree, *rest, strict=True))
+        except (TypeError, ValueError) as exc:
+            if any(not isinstance(r, (tuple, list)) or len(r) != len(tree) for r in rest):
+                raise ValueError("tree_map: the trees do not have the same nesting") from None
+            raise exc
     return fn(tree, *rest)
 
 
 def _namespace(tree: Tree):
-    return array_namespace(*tree_leaves(tree))
+    """The array namespace of a tree's arrays (all leaves share one backend)."""
+    while isinstance(tree, (tuple, list)):
+        tree = tree[0]
+    return array_namespace(tree)
 
 
 def _zeros_like(tree: Tree) -> Tree:

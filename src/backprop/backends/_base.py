@@ -12,6 +12,7 @@ import re
 from typing import Any, Callable
 
 import numpy as np
+from array_api_compat import device as device_of
 
 DTYPES = ("float32", "float64")
 
@@ -105,6 +106,8 @@ class Backend:
         lists and pandas objects are accepted and moved through the host.
         """
         if self.is_native(x):
+            if dtype is None and x.dtype == self.dtype and device_of(x) == self.device:
+                return x
             if dtype is None and self.xp.isdtype(x.dtype, "real floating"):
                 dtype = self.dtype
             elif isinstance(dtype, str):
