@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends import BACKENDS, Backend, get_backend, probe
+from .gradcheck import reference_loss
 from .mlp import MLP
 
 # -- the grid --------------------------------------------------------------------------------
@@ -358,36 +359,6 @@ def build_matmul_floor(network: Network, batch: int, backend: Backend, optimizer
     return Contender("matmul_floor", network, batch, backend, step, None, flops, info)
 
 
-def jax_loss(config: dict):
-    """An independent JAX loss(params, X, Y) of a bench network (mean reduction, no penalty).
-
-    Unlike `backprop.gradcheck.reference_loss` it does not force HIGHEST precision: its matrix
-    products follow JAX's default matmul precision, like the library's step.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    acts = {"identity": lambda z: z, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}
-    hidden, output, loss = acts[config["activation"]], acts[config["output_activation"] or "identity"], config["loss"]
-    if config["alpha"] or config["reduction"] != "mean":
-        raise ValueError("jax_loss covers the bench networks only (alpha=0, reduction='mean')")
-
-    def loss_fn(params, X, Y):
-        h = X
-        for l, (W, b) in enumerate(params):
-            z = h @ W + b
-            h = hidden(z) if l < len(params) - 1 else z
-        if loss == "squared_error":
-            data = 0.5 * jnp.sum((output(h) - Y) ** 2)
-        elif loss == "binary_cross_entropy":
-            data = -jnp.sum(Y * jax.nn.log_sigmoid(h) + (1 - Y) * jax.nn.log_sigmoid(-h))
-        else:
-            data = -jnp.sum(Y * jax.nn.log_softmax(h, axis=1))
-        return data / X.shape[0]
-
-    return loss_fn
-
-
 def build_jax_grad(network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0) -> Contender:
     """jax.jit(value_and_grad(independent loss) + the same backprop.optim update), donated."""
     if backend.name != "jax":
@@ -397,7 +368,7 @@ def build_jax_grad(network: Network, batch: int, backend: Backend, optimizer: st
     model, opt = network.model(), make_optimizer(optimizer, network)
     params = model.init(seed, backend)
     _, X, Y = model.prepare(params, *make_data(network, batch, seed))
-    loss_fn = jax_loss(model.config)
+    loss_fn = reference_loss(model.config, precision=None)  # the library step's matmul precision
 
     def step_fn(params, state, X, Y):
         loss, grads = jax.value_and_grad(loss_fn)(params, X, Y)

@@ -26,8 +26,12 @@ def _jax():
     return jax, jnp
 
 
-def reference_loss(config: dict):
-    """A JAX function loss(params, X, Y) of the network described by ``config`` (an MLP's config)."""
+def reference_loss(config: dict, precision="highest"):
+    """A JAX function loss(params, X, Y) of the network described by ``config`` (an MLP's config).
+
+    ``precision``: the matmul precision (``"highest"`` for gradient checks; None follows JAX's
+    default, as the library's own step does, for benchmarks).
+    """
     jax, jnp = _jax()
     acts = {
         "identity": lambda z: z,
@@ -46,7 +50,7 @@ def reference_loss(config: dict):
     def loss_fn(params, X, Y):
         h = X
         for l, (W, b) in enumerate(params):
-            z = jnp.matmul(h, W, precision=jax.lax.Precision.HIGHEST) + b
+            z = jnp.matmul(h, W, precision=precision) + b
             h = hidden(z) if l < len(params) - 1 else z
         if loss == "squared_error":
             data = 0.5 * jnp.sum((output(h) - Y) ** 2)
