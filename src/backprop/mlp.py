@@ -12,6 +12,7 @@ backend; every function here is pure, so a training step can be compiled (``jax.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple, Sequence
 
 from array_api_compat import array_namespace
@@ -85,12 +86,16 @@ class MLP:
         reduction: str = "mean",
         init: str = "auto",
     ):
-        sizes = tuple(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else ()
-        if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        try:
+            sizes = tuple(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else ()
+        except TypeError:  # not a sequence (None, a bare int...)
+            sizes = ()
+        if len(sizes) < 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
             raise ValueError(
                 f"layer_sizes must be at least two positive integers (n_features, ..., n_outputs), got {layer_sizes!r}"
             )
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        sizes = tuple(int(s) for s in sizes)  # NumPy integers (e.g. y.max() + 1) as plain ints
+        if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid reductions: {', '.join(REDUCTIONS)}")
@@ -166,11 +171,17 @@ class MLP:
         if not isinstance(params, (tuple, list)) or len(params) != self.n_layers:
             got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
             raise ValueError(f"params must be a sequence of {self.n_layers} (W, b) pairs, got {got}")
+        for l, layer in enumerate(params):
+            if not isinstance(layer, (tuple, list)) or len(layer) != 2:
+                got = f"{len(layer)} items" if isinstance(layer, (tuple, list)) else type(layer).__name__
+                raise ValueError(f"params[{l}] must be a (W, b) pair, got {got}")
         try:
             xp = array_namespace(*(a for layer in params for a in layer))
         except TypeError as exc:
             raise TypeError(f"params must be arrays of one array-API backend ({exc})") from None
         for l, ((W, b), fan_in, fan_out) in enumerate(zip(params, self.layer_sizes[:-1], self.layer_sizes[1:])):
+            if not (xp.isdtype(W.dtype, "real floating") and xp.isdtype(b.dtype, "real floating")):
+                raise TypeError(f"layer {l}: params must be real floating-point arrays, got W {W.dtype} and b {b.dtype}")
             if tuple(W.shape) != (fan_in, fan_out) or tuple(b.shape) != (fan_out,):
                 raise ValueError(
                     f"layer {l}: W has shape {tuple(W.shape)} and b {tuple(b.shape)}, "

@@ -109,8 +109,11 @@ def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str
     if loss.name == "softmax_cross_entropy" and len(shape) == 1:
         if kind not in "iu":
             raise TypeError(f"{name} must hold integer class labels for softmax_cross_entropy, got dtype {dtype}")
-        labels = to_namespace(y, xp, like)
-        low, high = int(xp.min(labels)), int(xp.max(labels))
+        # the range is checked on the host for host data: moving int64 labels to a backend
+        # without 64-bit integers (JAX without x64) would wrap out-of-range labels into range
+        host = None if _native(y, xp) else _host_view(y, name)
+        labels = to_namespace(y if host is None else host, xp, like)
+        low, high = (int(xp.min(labels)), int(xp.max(labels))) if host is None else (int(host.min()), int(host.max()))
         if low < 0 or high >= n_outputs:
             raise ValueError(f"{name} has labels out of range [{low}, {high}]; the network has {n_outputs} classes 0..{n_outputs - 1}")
         classes = xp.arange(n_outputs, dtype=labels.dtype, device=device_of(like))
