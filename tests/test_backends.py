@@ -471,3 +471,10 @@ def test_info_bad_environment_exits_2_with_one_line(clean_env, capsys, var, valu
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("backprop info: error: ")
     assert message in err
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+def test_single_device_backends_refuse_an_index(name):
+    with pytest.raises(ValueError, match=r"unknown device 'cpu:3'.*valid devices: 'cpu'"):
+        get_backend(name, device="cpu:3")
+    assert get_backend(name, device="cpu:0").device_name == "cpu"

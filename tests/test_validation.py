@@ -439,3 +439,8 @@ def check_inputs_not_modified(b, loss):
     for (W, v), (W0, v0) in zip(params, params0):
         np.testing.assert_array_equal(b.to_numpy(W), W0)
         np.testing.assert_array_equal(b.to_numpy(v), v0)
+
+
+def test_alpha_must_not_be_a_bool():
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got True"):
+        MLP([2, 1], alpha=True)

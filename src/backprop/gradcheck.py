@@ -9,6 +9,8 @@ max|g − g_ref| / max|g_ref| (a norm-wise error, so entries that are ~0 do not 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 
 import numpy as np
 
@@ -98,6 +100,13 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> tuple[float, flo
     return err, err / max(float(np.max(np.abs(reference), initial=0.0)), np.finfo(np.float64).tiny)
 
 
+@functools.lru_cache(maxsize=64)
+def _reference_value_and_grad(config_json: str):
+    """jax.jit(jax.value_and_grad(reference loss)), compiled once per network configuration."""
+    jax, _ = _jax()
+    return jax.jit(jax.value_and_grad(reference_loss(json.loads(config_json))))
+
+
 def check_gradients(model, params, X, y, rtol: float | None = None) -> GradCheckReport:
     """Compare ``model.loss_and_grad(params, X, y)`` with ``jax.grad`` of the reference, in float64.
 
@@ -115,7 +124,9 @@ def check_gradients(model, params, X, y, rtol: float | None = None) -> GradCheck
         cpu = jax.devices("cpu")[0]
         put = lambda a: jax.device_put(as64(a), cpu)  # noqa: E731
         ref_params = tuple((put(W), put(b)) for W, b in params)
-        ref_loss, ref_grads = jax.jit(jax.value_and_grad(reference_loss(model.config)))(ref_params, put(Xb), put(Yb))
+        ref_loss, ref_grads = _reference_value_and_grad(json.dumps(model.config, sort_keys=True))(
+            ref_params, put(Xb), put(Yb)
+        )
         ref_grads = [[np.asarray(g) for g in layer] for layer in ref_grads]
         ref_loss = float(ref_loss)
     rows = []

@@ -95,7 +95,7 @@ class MLP:
                 f"layer_sizes must be at least two positive integers (n_features, ..., n_outputs), got {layer_sizes!r}"
             )
         sizes = tuple(int(s) for s in sizes)  # NumPy integers (e.g. y.max() + 1) as plain ints
-        if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha >= 0):
+        if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid reductions: {', '.join(REDUCTIONS)}")

@@ -19,15 +19,15 @@ DTYPES = ("float32", "float64")
 _DEVICE_RE = re.compile(r"^(cpu|gpu|tpu)(?::(\d+))?$")
 
 
-def parse_device(name: str, kinds: tuple[str, ...], backend: str) -> tuple[str, int]:
+def parse_device(name: str, kinds: tuple[str, ...], backend: str, single: bool = False) -> tuple[str, int]:
     """Split a device name such as ``"gpu:1"`` into ``("gpu", 1)``.
 
-    Raises ValueError naming the valid forms when the name is malformed or of a kind that
-    this backend cannot place arrays on.
+    Raises ValueError naming the valid forms when the name is malformed, of a kind that this
+    backend cannot place arrays on, or (``single``: the backend has one device) indexed past 0.
     """
-    valid = ", ".join(f"'{k}', '{k}:N'" for k in kinds)
+    valid = ", ".join(f"'{k}'" + ("" if single else f", '{k}:N'") for k in kinds)
     match = _DEVICE_RE.match(str(name).strip().lower())
-    if match is None or match.group(1) not in kinds:
+    if match is None or match.group(1) not in kinds or (single and int(match.group(2) or 0) != 0):
         raise ValueError(f"unknown device {name!r} for backend {backend!r}; valid devices: {valid}")
     return match.group(1), int(match.group(2) or 0)
 

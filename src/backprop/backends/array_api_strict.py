@@ -23,7 +23,7 @@ def probe() -> str | None:
 def load(device: str | None, dtype: str) -> Backend:
     import array_api_strict as xp
 
-    parse_device(device or "cpu", ("cpu",), "array_api_strict")
+    parse_device(device or "cpu", ("cpu",), "array_api_strict", single=True)
     cpu = xp.Device("CPU_DEVICE")
     return Backend(
         name="array_api_strict",

@@ -21,7 +21,7 @@ def probe() -> str | None:
 def load(device: str | None, dtype: str) -> Backend:
     import array_api_compat.numpy as xp
 
-    parse_device(device or "cpu", ("cpu",), "numpy")
+    parse_device(device or "cpu", ("cpu",), "numpy", single=True)
     return Backend(
         name="numpy",
         xp=xp,
