@@ -275,3 +275,36 @@ def test_interrupt_keeps_last_step_and_checkpoint_resumes(tmp_path):
     assert_same_params(resumed.params, trainer.params)
     resumed.fit(X, y, epochs=1, batch_size=60, progress=False)
     assert resumed.epoch == 2
+
+
+def test_compiled_epochs_match_step_by_step_on_jax():
+    pytest.importorskip("jax")
+    X, y = blobs(250)
+    runs = {}
+    for compile_epochs in (True, False):
+        trainer = Trainer(classifier(), optim.Adam(0.01), backend="jax", seed=0)
+        trainer.compile_epochs = compile_epochs
+        history = trainer.fit(X, y, epochs=3, batch_size=32, validation_split=0.2, progress=False)
+        runs[compile_epochs] = trainer, history
+    (scanned, h1), (stepped, h2) = runs[True], runs[False]
+    assert scanned.steps == stepped.steps == 3 * 7  # 200 rows: 6 full batches of 32 and one of 8 per epoch
+    for a, b in zip(host(scanned.params), host(stepped.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in h2:
+        np.testing.assert_allclose(h1[key], h2[key], rtol=1e-5)
+
+
+def test_per_batch_callbacks_still_see_every_batch_on_jax():
+    pytest.importorskip("jax")
+
+    class Count(Callback):
+        def __init__(self):
+            self.batches = 0
+
+        def on_batch_end(self, trainer, epoch, batch, loss):
+            self.batches += 1
+
+    X, y = blobs(96)
+    counter = Count()
+    Trainer(classifier(), backend="jax").fit(X, y, epochs=2, batch_size=32, callbacks=[counter], progress=False)
+    assert counter.batches == 6

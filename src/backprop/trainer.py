@@ -67,19 +67,66 @@ def compiled_step(model: MLP, optimizer, backend) -> Callable:
     return _STEPS[key]
 
 
-def _build_step(model: MLP, optimizer, backend) -> Callable:
+def _pure_step(model: MLP, optimizer, backend) -> Callable:
+    """The step as a pure function; ``active`` (a 0-d bool) can veto the update, as ``ok`` does."""
     xp = backend.xp
     loss_name, classification = model.loss_layer.name, model.loss_layer.classification
 
-    def step(params, state, X, Y):
+    def step(params, state, X, Y, active=None):
         loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
         new_params, new_state = optimizer.update(params, grads, state)
         ok = xp.isfinite(loss + _finite_probe(xp, new_params))
-        params, state = backend.select(ok, (new_params, new_state), (params, state))
+        keep = ok if active is None else ok & active
+        params, state = backend.select(keep, (new_params, new_state), (params, state))
         correct = _count_correct(xp, loss_name, intermediates.H[-1], Y) if classification else loss * 0
         return params, state, loss, correct, ok
 
-    return backend.jit(step, donate_argnums=(0, 1))
+    return step
+
+
+def _build_step(model: MLP, optimizer, backend) -> Callable:
+    return backend.jit(_pure_step(model, optimizer, backend), donate_argnums=(0, 1))
+
+
+_EPOCHS: dict = {}
+EPOCH_UNROLL = 4
+MAX_SCAN_BYTES = 1 << 28  # an epoch's shuffled data is staged on the device: at most 256 MiB
+
+
+def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
+    """JAX only: a whole epoch of full batches as one compiled ``lax.scan`` of the same step.
+
+    ``(params, state, Xs, Ys) -> (params, state, losses, corrects, first_bad)`` for batches
+    stacked as Xs (n_batches, batch, features).  One dispatch per epoch instead of one per step.
+    After a refused (non-finite) step no later step of the epoch updates anything, and
+    ``first_bad`` is its index (−1 when every step was finite).
+    """
+    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend))
+    if key not in _EPOCHS:
+        import jax
+
+        step, xp = _pure_step(model, optimizer, backend), backend.xp
+
+        def epoch(params, state, Xs, Ys):
+            def body(carry, batch):
+                params, state, first_bad, i = carry
+                params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0)
+                first_bad = xp.where((first_bad < 0) & ~ok, i, first_bad)
+                return (params, state, first_bad, i + 1), (loss, correct)
+
+            start = (params, state, xp.asarray(-1), xp.asarray(0))
+            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(body, start, (Xs, Ys), unroll=EPOCH_UNROLL)
+            return params, state, losses, corrects, first_bad
+
+        _EPOCHS[key] = jax.jit(epoch, donate_argnums=(0, 1))
+    return _EPOCHS[key]
+
+
+def _diverged(where: str, loss: float) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"training diverged at {where}: the loss ({loss}) or the updated parameters are not finite; "
+        f"the parameters of the last finite step are kept (try a smaller learning rate)"
+    )
 
 
 class Trainer:
@@ -88,6 +135,9 @@ class Trainer:
     ``backend``: a Backend, a name or None (``BACKPROP_BACKEND``).  ``seed`` fixes the initial
     weights and the shuffling: the same seed on the same backend gives identical results.
     Attributes: ``params``, ``opt_state``, ``history`` (per-epoch lists), ``epoch``, ``steps``.
+    ``compile_epochs`` (default True): on JAX, `fit` runs each epoch's full batches as one
+    compiled ``lax.scan`` of the step (one dispatch per epoch) unless a callback has a per-batch
+    hook, training is data-parallel, or the epoch's data exceed `MAX_SCAN_BYTES`.
     ``devices`` (JAX backend only): None, "all", N, a list of JAX devices or a Mesh with a "data"
     axis -- data-parallel training over them, see `backprop.distributed` (``parallel``).
     """
@@ -109,6 +159,7 @@ class Trainer:
         self.epoch = 0
         self.steps = 0
         self.stop_training = False
+        self.compile_epochs = True
         self.step = compiled_step(model, self.optimizer, self.backend)
         if self.parallel is not None:
             self.params, self.opt_state = self.parallel.replicate((self.params, self.opt_state))
@@ -123,12 +174,36 @@ class Trainer:
         params, state, loss, correct, ok = self.step(self.params, self.opt_state, X, Y)
         self.params, self.opt_state = params, state
         if not bool(ok):
-            raise TrainingDivergedError(
-                f"training diverged at {where}: the loss ({float(loss)}) or the updated parameters are "
-                f"not finite; the parameters of the last finite step are kept (try a smaller learning rate)"
-            )
+            raise _diverged(where, float(loss))
         self.steps += 1
         return float(loss), float(correct)
+
+    def _run_epoch(self, X, Y, index: np.ndarray, epoch: int) -> tuple[float, float]:
+        """The full batches ``index`` (n_batches × batch rows) as one compiled epoch (JAX).
+
+        Returns the epoch's summed per-example loss and correct count, accumulated exactly as
+        the step-by-step path accumulates them.
+        """
+        n_batches, batch = index.shape
+        Xs, Ys = self._stack(X, index), self._stack(Y, index)
+        run = compiled_epoch(self.model, self.optimizer, self.backend)
+        params, state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
+        self.params, self.opt_state = params, state
+        losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
+        done = n_batches if first_bad < 0 else first_bad
+        self.steps += done
+        if first_bad >= 0:
+            raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
+        scale = self.model.scale(batch)
+        return sum(float(loss) / scale for loss in losses), sum(float(c) for c in corrects)
+
+    def _stack(self, A, index: np.ndarray):
+        """Rows ``index`` (n_batches × batch) of A as one (n_batches, batch, columns) device array."""
+        if isinstance(A, np.ndarray):
+            return self.backend.asarray(A[index])
+        xp = self.backend.xp
+        rows = xp.take(A, self.backend.asarray(index.reshape(-1)), axis=0)
+        return xp.reshape(rows, (*index.shape, A.shape[1]))
 
     def train_step(self, X_batch, y_batch) -> float:
         """One step (forward, hand-written backward, update) on one batch; returns its loss."""
@@ -223,6 +298,10 @@ class Trainer:
         if self.parallel is not None:
             batch_size = self.parallel.local_batch_size(batch_size, n)
         classification = self.model.loss_layer.classification
+        per_batch_hooks = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in callbacks)
+        itemsize = np.dtype(self.backend.dtype_name).itemsize
+        scan = (self.compile_epochs and self.backend.name == "jax" and self.parallel is None and n >= batch_size
+                and not per_batch_hooks and n * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
@@ -233,7 +312,14 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_epoch_begin(self, epoch)
                 total_loss = total_correct = 0.0
-                for b, index in enumerate(self._batches(n, batch_size, shuffle)):
+                batches = self._batches(n, batch_size, shuffle)
+                n_batches = len(batches)
+                if scan:  # the full batches as one compiled epoch, then the partial one (if any) as a step
+                    full = [index for index in batches if len(index) == batch_size]
+                    total_loss, total_correct = self._run_epoch(X, Y, np.stack(full), epoch)
+                    bar.update(len(full))
+                    batches = batches[len(full):]
+                for b, index in enumerate(batches, start=n_batches - len(batches)):
                     Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
                     loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
                     total_loss += loss / self.model.scale(len(index) * procs)
