@@ -21,9 +21,15 @@ from backprop.trainer import Trainer
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default, so Python raises KeyboardInterrupt even when the
+    test runner was started in the background (where shells ignore SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, preexec_fn=default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -110,7 +116,7 @@ def test_ctrl_c_during_fit_saves_and_resumes(tmp_path):
     try:
         wait_for(started)
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=120)
     finally:
         child.kill()
     assert child.returncode == 130, err
@@ -127,11 +133,12 @@ def test_cli_train_ctrl_c_leaves_a_checkpoint(tmp_path):
     out_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
     child = subprocess.Popen([sys.executable, "-m", "backprop", "train", "--epochs", "100000", "--out", str(out_dir),
-                              "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "--no-progress"], env=env, preexec_fn=default_sigint, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         wait_for(str(out_dir / "checkpoint.safetensors"), timeout=120)
         child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)
+        _, err = child.communicate(timeout=120)
     finally:
         child.kill()
     assert child.returncode == 130
