@@ -118,9 +118,9 @@ def test_unknown_device_lists_valid_ones(device):
     if device == "":  # empty means "the default device"
         assert get_backend("numpy", device=device).device_name == "cpu"
         return
-    with pytest.raises(ValueError, match=r"valid devices: 'cpu', 'cpu:N'"):
+    with pytest.raises(ValueError, match=r"valid devices: 'cpu'$"):
         get_backend("numpy", device=device)
-    with pytest.raises(ValueError, match=r"valid devices: 'cpu', 'cpu:N'"):
+    with pytest.raises(ValueError, match=r"valid devices: 'cpu'$"):
         get_backend("array_api_strict", device=device)
 
 
