@@ -1,4 +1,4 @@
-"""Options and fixtures of the benchmark suites (``pytest benchmarks/ --benchmark-only``).
+"""Options of the benchmark suites (``pytest benchmarks/ --benchmark-only``).
 
 The root pyproject's ``testpaths`` is ``tests``, so name this folder on the command line.
 Options (each with an environment variable, for CI):
@@ -16,12 +16,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
-from backprop.backends import BACKENDS, get_backend, probe
-
-SELECTED = [os.environ["BACKPROP_BACKEND"]] if os.environ.get("BACKPROP_BACKEND") else list(BACKENDS)
-
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("backprop-bench", "backprop benchmark grid")
@@ -34,18 +28,3 @@ def pytest_addoption(parser) -> None:
                     help="also run CPU cells above 50 GFLOP per step (wide at batch 2048: seconds per step)")
     group.addoption("--bench-optimizer", default=os.environ.get("BACKPROP_BENCH_OPTIMIZER") or "sgd",
                     help="sgd (default) or adam")
-
-
-@pytest.fixture(params=SELECTED)
-def backend_name(request) -> str:
-    """The name of each selected backend, skipped with its reason where unusable."""
-    found = probe(request.param)
-    if not found.available:
-        pytest.skip(found.reason)
-    return request.param
-
-
-@pytest.fixture
-def backend(backend_name):
-    """The backend in float32."""
-    return get_backend(backend_name, dtype="float32")

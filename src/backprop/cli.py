@@ -19,6 +19,21 @@ class CommandError(Exception):
     """A bad option value or input file: reported as one line on stderr, exit code 2."""
 
 
+def positive_ints(text: str, option: str, example: str, what: str = "positive integers", minimum: int = 1) -> list[int]:
+    """A comma-separated option such as ``--hidden 128,64`` as [128, 64].
+
+    At least ``minimum`` integers >= 1 (blank parts ignored); otherwise a CommandError that names
+    ``option``, says it must be ``what`` separated by commas and gives ``example``.
+    """
+    try:
+        values = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if len(values) < minimum or min(values, default=0) < 1:
+        raise CommandError(f"{option} must be {what} separated by commas, e.g. {example}; got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backprop",

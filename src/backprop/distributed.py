@@ -313,13 +313,9 @@ DEVICE_BENCH_BATCH_SIZES = (256, 2048)  # on a CPU; on GPUs 2048, 8192 and 65536
 
 def parse_device_counts(text: str) -> list[int]:
     """``"1,2,4"`` as [1, 2, 4] (positive integers, duplicates dropped)."""
-    try:
-        counts = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise ValueError(f"--devices must be device counts separated by commas, e.g. 1,2,4; got {text!r}")
-    return list(dict.fromkeys(counts))
+    from .cli import positive_ints
+
+    return list(dict.fromkeys(positive_ints(text, "--devices", "1,2,4", what="device counts")))
 
 
 def simulate_cpu_devices(count: int) -> None:

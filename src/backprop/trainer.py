@@ -228,9 +228,9 @@ class Trainer:
 
     def _check_data(self, X, y, name: str = "X"):
         """Validated (X, Y) kept where they are: NumPy on the host, backend arrays on the device."""
-        Xc = self._check_X(X, name)
         xp, like = self._home(X)
         model = self.model
+        Xc = as_matrix(X, xp, like, model.layer_sizes[0], name=name)
         Yc = as_targets(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like,
                         name="y" if name == "X" else f"{name} y")
         return Xc, Yc

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from ..cli import CommandError
+from ..cli import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
@@ -62,23 +62,12 @@ def _names(text: str | None, valid, what: str) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def _batch_sizes(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise CommandError(f"--batch-sizes must be positive integers separated by commas, e.g. 1,32,256; got {text!r}")
-    return list(dict.fromkeys(sizes))
-
-
 def _options(args) -> dict:
     from .. import bench
 
     networks = _names(args.networks, tuple(bench.NETWORKS), "networks")
-    batch_sizes = _batch_sizes(args.batch_sizes)
+    batch_sizes = (None if args.batch_sizes is None
+                   else list(dict.fromkeys(positive_ints(args.batch_sizes, "--batch-sizes", "1,32,256"))))
     backends = _names(args.backends, bench.BACKENDS, "backends")
     contenders = _names(args.contenders, bench.CONTENDERS, "contenders")
     if args.optimizer not in bench.OPTIMIZERS:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import CommandError
+from ..cli import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
@@ -43,13 +43,7 @@ def add_arguments(parser) -> None:
 
 def parse_layers(text: str) -> tuple[int, ...]:
     """"2,3,1" → (2, 3, 1); a CommandError for anything else."""
-    try:
-        sizes = tuple(int(part) for part in str(text).split(","))
-    except ValueError:
-        sizes = ()
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise CommandError(f"--layers must be at least two positive integers separated by commas, e.g. 2,3,1; got {text!r}")
-    return sizes
+    return tuple(positive_ints(text, "--layers", "2,3,1", what="at least two positive integers", minimum=2))
 
 
 def example(layers=(2, 3, 1), batch: int = 2, activation: str = "sigmoid", loss: str = "squared_error",

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..cli import CommandError
+from ..cli import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
@@ -37,16 +37,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--devices", help="data-parallel training on JAX: 'all' or N (the first N devices); "
                                           "--batch-size must be a multiple of the device count (implies --backend jax)")
-
-
-def _hidden(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise CommandError(f"--hidden must be positive integers separated by commas, e.g. 128,64; got {text!r}")
-    return sizes
 
 
 def _devices(text: str | None):
@@ -104,7 +94,7 @@ def run(args) -> int:
     from ..trainer import Trainer
 
     _check_options(args)
-    hidden = _hidden(args.hidden)
+    hidden = positive_ints(args.hidden, "--hidden", "128,64")
     devices = _devices(getattr(args, "devices", None))
     backend_name = args.backend or ("jax" if devices is not None and not os.environ.get("BACKPROP_BACKEND") else None)
     backend = get_backend(backend_name)
