@@ -56,6 +56,14 @@ class Loss:
         """ŷ for the logits Z."""
         return self.activation.f(xp, Z)
 
+    def count_correct(self, xp, output, Y):
+        """The number of rows whose predicted class is right (softmax: argmax; sigmoid: every label > ½)."""
+        if self.name == "softmax_cross_entropy":
+            hits = xp.argmax(output, axis=1) == xp.argmax(Y, axis=1)
+        else:
+            hits = xp.all((output > 0.5) == (Y > 0.5), axis=1)
+        return xp.sum(xp.astype(hits, output.dtype))
+
     def __call__(self, xp, Z, Y, scale) -> LossOutput:
         if self.name == "squared_error":
             Yhat = self.activation.f(xp, Z)

@@ -207,11 +207,15 @@ class MLP:
         """The L2 term scale · (alpha/2) Σ_l ‖W_l‖²_F."""
         return 0.5 * self.alpha * scale * sum(xp.sum(W * W) for W, _ in params)
 
+    def total_loss(self, data_loss, penalty):
+        """The loss reported for a batch: the loss layer's value plus the L2 penalty."""
+        return data_loss + penalty if self.alpha else data_loss
+
     def value(self, xp, params: Params, X, Y):
         """(loss, ŷ) for checked, encoded inputs: the forward pass and the loss layer only (pure)."""
         scale = self.scale(X.shape[0])
         out = self.loss_layer(xp, self.forward(xp, params, X)[1][-1], Y, scale)
-        return (out.value + self.penalty(xp, params, scale) if self.alpha else out.value), out.output
+        return self.total_loss(out.value, self.penalty(xp, params, scale) if self.alpha else 0.0), out.output
 
     def value_and_grad(self, xp, params: Params, X, Y):
         """Loss, gradients and `Intermediates` for checked, encoded inputs (pure; no input checks).
@@ -222,9 +226,8 @@ class MLP:
         H, Z = self.forward(xp, params, X)
         out = self.loss_layer(xp, Z[-1], Y, scale)
         grads, deltas, dH = backward(xp, params, H, Z, out.delta, self.activation)
-        loss = out.value
+        loss = self.total_loss(out.value, self.penalty(xp, params, scale) if self.alpha else 0.0)
         if self.alpha:
-            loss = loss + self.penalty(xp, params, scale)
             grads = tuple((dW + (self.alpha * scale) * W, db) for (dW, db), (W, _) in zip(grads, params))
         dH[-1] = out.output_grad
         return loss, grads, Intermediates(tuple(H) + (out.output,), tuple(Z), deltas, tuple(dH))

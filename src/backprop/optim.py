@@ -296,6 +296,8 @@ class Optimizer:
 
     def learning_rate(self, state: Tree):
         """η_t for the next step (t = the state's step count): a number or a 0-d array."""
+        if isinstance(self.lr, Constant):
+            return self.lr.lr
         count = state[0]
         return self.lr(array_namespace(count), count)
 

@@ -79,11 +79,12 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .activations import Activation
+from .fused import FusedStep
 from .backends import BACKENDS, get_backend, to_host
 from .losses import Loss, LossOutput
 from .mlp import MLP
 from .optim import SGD, Adam, tree_leaves, tree_map
-from .trainer import Trainer
+from .trainer import Trainer, deferred_interrupt
 
 try:  # scikit-learn >= 1.6 (validate_data, __sklearn_tags__)
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
@@ -160,12 +161,8 @@ class _SklearnMLP(MLP):
     def key(self) -> tuple:
         return (self.layer_sizes, self.activation.name, self.loss_layer.name, self.alpha, self.loss_divisor)
 
-    def value_and_grad(self, xp, params, X, Y):
-        loss, grads, intermediates = super().value_and_grad(xp, params, X, Y)
-        if self.loss_divisor != 1:
-            penalty = self.penalty(xp, params, self.scale(X.shape[0])) if self.alpha else 0.0
-            loss = (loss - penalty) / self.loss_divisor + penalty
-        return loss, grads, intermediates
+    def total_loss(self, data_loss, penalty):
+        return super().total_loss(data_loss / self.loss_divisor if self.loss_divisor != 1 else data_loss, penalty)
 
 
 # -- scikit-learn's SGD: a learning rate that changes between epochs --------------------------
@@ -195,6 +192,9 @@ class _StateRateSGD(SGD):
     def init_with_rate(self, params, lr: float):
         count, velocity = self.init(params)
         return (count, velocity, array_namespace(count).asarray(count + float(lr)))
+
+    def learning_rate(self, state):
+        return state[-1]
 
     def update(self, params, grads, state):
         count, velocity, lr = state
@@ -531,9 +531,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
         xp = backend.xp
-        on_host = backend.name == "numpy"
-        if not on_host:
-            X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)
+        X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # on the device (NumPy: as they are)
+        fused = isinstance(trainer.step, FusedStep)
         sample_idx = np.arange(n_samples, dtype=int)
         batches = _batches(n_samples, batch_size)
         try:
@@ -541,27 +540,32 @@ class _BaseMLP(BaseEstimator):
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
-                    order = sample_idx if on_host else backend.asarray(sample_idx)
                 total, losses, all_ok = 0.0, [], True
-                for batch in batches:
-                    if self.shuffle and on_host:
-                        Xb, Yb = X_train[order[batch]], Y_train[order[batch]]
-                    elif self.shuffle:
-                        index = order[batch]
-                        Xb, Yb = xp.take(X_train, index, axis=0), xp.take(Y_train, index, axis=0)
-                    else:
-                        Xb, Yb = X_train[batch, ...], Y_train[batch, ...]
-                    params, state, loss, _, ok = trainer.step(trainer.params, trainer.opt_state, Xb, Yb)
-                    trainer.params, trainer.opt_state = params, state
-                    if on_host:  # sklearn's accumulated_loss, in float64
-                        total += float(loss) * (batch.stop - batch.start)
-                        if not bool(ok):
-                            all_ok = False
-                            break
-                    else:  # no host synchronisation inside the epoch
+                if fused:  # NumPy, CuPy: the epoch's steps in one call
+                    rows = [sample_idx[batch] for batch in batches]
+                    with deferred_interrupt() as interrupted:  # Ctrl-C lands between two steps
+                        trainer.params, trainer.opt_state, step_losses, _, first_bad = trainer.step.epoch(
+                            trainer.params, trainer.opt_state, X_train, Y_train, rows, should_stop=interrupted,
+                            count_correct=False)
+                    done = len(step_losses) if first_bad < 0 else first_bad
+                    trainer.steps += done
+                    if interrupted():
+                        raise KeyboardInterrupt
+                    total = sum(float(loss) * len(r) for loss, r in zip(step_losses[:done], rows))  # sklearn's, in float64
+                    all_ok = first_bad < 0
+                else:  # JAX, array_api_strict: one compiled step per batch, no host synchronisation inside the epoch
+                    order = backend.asarray(sample_idx) if self.shuffle else None
+                    for batch in batches:
+                        if self.shuffle:
+                            index = order[batch]
+                            Xb, Yb = xp.take(X_train, index, axis=0), xp.take(Y_train, index, axis=0)
+                        else:
+                            Xb, Yb = X_train[batch, ...], Y_train[batch, ...]
+                        params, state, loss, _, ok = trainer.step(trainer.params, trainer.opt_state, Xb, Yb)
+                        trainer.params, trainer.opt_state = params, state
                         losses.append(loss * (batch.stop - batch.start))
                         all_ok = ok if all_ok is True else xp.logical_and(all_ok, ok)
-                    trainer.steps += 1
+                        trainer.steps += 1
                 if losses:
                     total = float(np.sum(backend.to_numpy(xp.stack(losses)), dtype=np.float64))
                 if not bool(all_ok):

@@ -7,22 +7,26 @@ the parameters and optimizer state donated on JAX):
     params, state = optimizer.update(params, grads, state)
 
 and it refuses to take a step whose loss or new parameters are not finite, so a diverging run
-stops with `TrainingDivergedError` and keeps the last finite parameters.  Data stay where the
+stops with `TrainingDivergedError` and keeps the last finite parameters.  On NumPy and CuPy the
+same step runs fused into preallocated buffers (`backprop.fused`).  Data stay where the
 caller put them: NumPy data are sliced on the host and each batch is moved to the device, so a
 data set larger than device memory still trains; arrays of the backend are sliced on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 from typing import Callable, Sequence
 
 import array_api_compat.numpy as npx
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, fused
 from .backends import get_backend
 from .callbacks import Callback
 from .distributed import data_parallel
@@ -43,15 +47,6 @@ def _finite_probe(xp, params):
     return sum(xp.sum(W) + xp.sum(b) for W, b in params)
 
 
-def _count_correct(xp, loss_name: str, output, Y):
-    """The number of rows whose predicted class (softmax: argmax; sigmoid: every label) is right."""
-    if loss_name == "softmax_cross_entropy":
-        hits = xp.argmax(output, axis=1) == xp.argmax(Y, axis=1)
-    else:
-        hits = xp.all((output > 0.5) == (Y > 0.5), axis=1)
-    return xp.sum(xp.astype(hits, output.dtype))
-
-
 _STEPS: dict = {}
 
 
@@ -70,7 +65,7 @@ def compiled_step(model: MLP, optimizer, backend) -> Callable:
 def _pure_step(model: MLP, optimizer, backend) -> Callable:
     """The step as a pure function; ``active`` (a 0-d bool) can veto the update, as ``ok`` does."""
     xp = backend.xp
-    loss_name, classification = model.loss_layer.name, model.loss_layer.classification
+    link = model.loss_layer
 
     def step(params, state, X, Y, active=None):
         loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
@@ -78,7 +73,7 @@ def _pure_step(model: MLP, optimizer, backend) -> Callable:
         ok = xp.isfinite(loss + _finite_probe(xp, new_params))
         keep = ok if active is None else ok & active
         params, state = backend.select(keep, (new_params, new_state), (params, state))
-        correct = _count_correct(xp, loss_name, intermediates.H[-1], Y) if classification else loss * 0
+        correct = link.count_correct(xp, intermediates.H[-1], Y) if link.classification else loss * 0
         return params, state, loss, correct, ok
 
     return step
@@ -122,11 +117,40 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     return _EPOCHS[key]
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Within the block, Ctrl-C (SIGINT) only sets a flag, read through the yielded ``interrupted()``.
+
+    The trainer raises KeyboardInterrupt between steps, so no step is cut in half (the fused
+    step's buffers are written in place; JAX's are donated).  Outside the main thread, or when
+    SIGINT has a handler other than Python's default, nothing changes and ``interrupted()`` is False.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _diverged(where: str, loss: float) -> TrainingDivergedError:
     return TrainingDivergedError(
         f"training diverged at {where}: the loss ({loss}) or the updated parameters are not finite; "
         f"the parameters of the last finite step are kept (try a smaller learning rate)"
     )
+
+
+def _leaf_like(stored: np.ndarray, fresh, name: str, backend):
+    """A stored optimizer-state array on the backend, shaped as a fresh state's (a 0-d count comes
+    back from safetensors as shape (1,)); ValueError when the shapes disagree."""
+    if tuple(stored.shape) != tuple(fresh.shape):
+        if stored.size != 1 or math.prod(fresh.shape) != 1:
+            raise ValueError(f"{name} has shape {tuple(stored.shape)}, expected {tuple(fresh.shape)}")
+        stored = stored.reshape(fresh.shape)
+    return backend.asarray(stored)
 
 
 class Trainer:
@@ -137,7 +161,8 @@ class Trainer:
     Attributes: ``params``, ``opt_state``, ``history`` (per-epoch lists), ``epoch``, ``steps``.
     ``compile_epochs`` (default True): on JAX, `fit` runs each epoch's full batches as one
     compiled ``lax.scan`` of the step (one dispatch per epoch) unless a callback has a per-batch
-    hook, training is data-parallel, or the epoch's data exceed `MAX_SCAN_BYTES`.
+    hook, training is data-parallel, or the epoch's data exceed `MAX_SCAN_BYTES`; with the fused
+    step (NumPy, CuPy) it runs each epoch's steps in one call of `backprop.fused.FusedStep.epoch`.
     ``devices`` (JAX backend only): None, "all", N, a list of JAX devices or a Mesh with a "data"
     axis -- data-parallel training over them, see `backprop.distributed` (``parallel``).
     """
@@ -160,7 +185,10 @@ class Trainer:
         self.steps = 0
         self.stop_training = False
         self.compile_epochs = True
-        self.step = compiled_step(model, self.optimizer, self.backend)
+        if self.parallel is None and fused.supports(self.backend, self.optimizer):
+            self.step = fused.FusedStep(model, self.optimizer, self.backend)  # its own buffers
+        else:
+            self.step = compiled_step(model, self.optimizer, self.backend)
         if self.parallel is not None:
             self.params, self.opt_state = self.parallel.replicate((self.params, self.opt_state))
             self.step = self.parallel.wrap_step(self.step)
@@ -178,24 +206,31 @@ class Trainer:
         self.steps += 1
         return float(loss), float(correct)
 
-    def _run_epoch(self, X, Y, index: np.ndarray, epoch: int) -> tuple[float, float]:
-        """The full batches ``index`` (n_batches × batch rows) as one compiled epoch (JAX).
+    def _run_epoch(self, X, Y, batches: list, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
+        """Many steps in one call: the fused step's `epoch` (NumPy, CuPy), or on JAX the batches
+        (all full) as one compiled ``lax.scan``.
 
-        Returns the epoch's summed per-example loss and correct count, accumulated exactly as
-        the step-by-step path accumulates them.
+        Returns the summed per-example loss and correct count of the steps taken, accumulated
+        exactly as the step-by-step path accumulates them.  The fused epoch stops early when
+        ``interrupted()`` says so (a deferred Ctrl-C).
         """
-        n_batches, batch = index.shape
-        Xs, Ys = self._stack(X, index), self._stack(Y, index)
-        run = compiled_epoch(self.model, self.optimizer, self.backend)
-        params, state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
+        if isinstance(self.step, fused.FusedStep):
+            params, state, losses, corrects, first_bad = self.step.epoch(
+                self.params, self.opt_state, X, Y, batches, should_stop=interrupted)
+            losses, corrects = [float(v) for v in losses], [float(c) for c in corrects]
+        else:
+            index = np.stack(batches)
+            Xs, Ys = self._stack(X, index), self._stack(Y, index)
+            run = compiled_epoch(self.model, self.optimizer, self.backend)
+            params, state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
+            losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         self.params, self.opt_state = params, state
-        losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
-        done = n_batches if first_bad < 0 else first_bad
+        done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
         if first_bad >= 0:
             raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
-        scale = self.model.scale(batch)
-        return sum(float(loss) / scale for loss in losses), sum(float(c) for c in corrects)
+        total_loss = sum(float(losses[b]) / self.model.scale(len(batches[b])) for b in range(done))
+        return total_loss, sum(float(c) for c in corrects[:done])
 
     def _stack(self, A, index: np.ndarray):
         """Rows ``index`` (n_batches × batch) of A as one (n_batches, batch, columns) device array."""
@@ -297,55 +332,68 @@ class Trainer:
         procs = 1 if self.parallel is None else self.parallel.process_count
         if self.parallel is not None:
             batch_size = self.parallel.local_batch_size(batch_size, n)
-        classification = self.model.loss_layer.classification
         per_batch_hooks = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in callbacks)
         itemsize = np.dtype(self.backend.dtype_name).itemsize
-        scan = (self.compile_epochs and self.backend.name == "jax" and self.parallel is None and n >= batch_size
-                and not per_batch_hooks and n * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
+        whole_epochs = self.compile_epochs and not per_batch_hooks
+        fused_epochs = whole_epochs and isinstance(self.step, fused.FusedStep)
+        scan = (whole_epochs and self.backend.name == "jax" and self.parallel is None and n >= batch_size
+                and n * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
         bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step")
         try:
-            for _ in range(epochs):
-                epoch = self.epoch
-                for cb in callbacks:
-                    cb.on_epoch_begin(self, epoch)
-                total_loss = total_correct = 0.0
-                batches = self._batches(n, batch_size, shuffle)
-                n_batches = len(batches)
-                if scan:  # the full batches as one compiled epoch, then the partial one (if any) as a step
-                    full = [index for index in batches if len(index) == batch_size]
-                    total_loss, total_correct = self._run_epoch(X, Y, np.stack(full), epoch)
-                    bar.update(len(full))
-                    batches = batches[len(full):]
-                for b, index in enumerate(batches, start=n_batches - len(batches)):
-                    Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
-                    loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
-                    total_loss += loss / self.model.scale(len(index) * procs)
-                    total_correct += correct
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
-                    bar.update(1)
-                    for cb in callbacks:
-                        cb.on_batch_end(self, epoch, b, loss)
-                logs = {"loss": total_loss / (n * procs)}
-                bar.set_postfix(epoch=epoch, loss=f"{logs['loss']:.4g}")
-                if classification:
-                    logs["accuracy"] = total_correct / (n * procs)
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
-                for key, value in logs.items():
-                    self.history.setdefault(key, []).append(value)
-                self.epoch += 1
-                for cb in callbacks:
-                    cb.on_epoch_end(self, epoch, logs)
-                if self.stop_training:
-                    break
+            with deferred_interrupt() as interrupted:
+                self._epochs(X, Y, epochs, batch_size, val, shuffle, callbacks, bar, scan, fused_epochs, procs, interrupted)
+                if interrupted():
+                    raise KeyboardInterrupt
         finally:
             bar.close()
             for cb in callbacks:
                 cb.on_train_end(self)
         return self.history
+
+    def _epochs(self, X, Y, epochs, batch_size, val, shuffle, callbacks, bar, scan, fused_epochs, procs, interrupted):
+        n, classification = X.shape[0], self.model.loss_layer.classification
+        for _ in range(epochs):
+            epoch = self.epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch)
+            total_loss = total_correct = 0.0
+            batches = self._batches(n, batch_size, shuffle)
+            n_batches = len(batches)
+            if fused_epochs or scan:  # every batch in one call (JAX: the full ones; the partial one is a step)
+                whole = batches if fused_epochs else [index for index in batches if len(index) == batch_size]
+                steps = self.steps
+                total_loss, total_correct = self._run_epoch(X, Y, whole, epoch, interrupted)
+                bar.update(self.steps - steps)
+                batches = batches[len(whole):]
+                if interrupted():
+                    raise KeyboardInterrupt
+            for b, index in enumerate(batches, start=n_batches - len(batches)):
+                Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
+                loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
+                total_loss += loss / self.model.scale(len(index) * procs)
+                total_correct += correct
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
+                bar.update(1)
+                for cb in callbacks:
+                    cb.on_batch_end(self, epoch, b, loss)
+                if interrupted():
+                    raise KeyboardInterrupt
+            logs = {"loss": total_loss / (n * procs)}
+            bar.set_postfix(epoch=epoch, loss=f"{logs['loss']:.4g}")
+            if classification:
+                logs["accuracy"] = total_correct / (n * procs)
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+            for key, value in logs.items():
+                self.history.setdefault(key, []).append(value)
+            self.epoch += 1
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            if self.stop_training or interrupted():
+                break
 
     # -- inference ---------------------------------------------------------------------------
     def _evaluate(self, X, Y, batch_size: int = 4096) -> dict:
@@ -356,7 +404,7 @@ class Trainer:
             Xb, Yb = self._batch(X, index), self._batch(Y, index)
             loss, output = model.value(xp, params, Xb, Yb)
             total_loss += float(loss) / model.scale(len(index))
-            total_correct += float(_count_correct(xp, model.loss_layer.name, output, Yb)) if model.loss_layer.classification else 0.0
+            total_correct += float(model.loss_layer.count_correct(xp, output, Yb)) if model.loss_layer.classification else 0.0
         count = X.shape[0]
         if self.parallel is not None and self.parallel.process_count > 1:  # sums over the processes
             penalty = float(model.penalty(xp, params, 1.0)) if model.alpha else 0.0
@@ -415,8 +463,8 @@ class Trainer:
                 for l in range(model.n_layers)
             )
             model.check_params(params)
-            n_state = len(checkpoint.flatten(trainer.opt_state)[0])
-            leaves = [trainer.backend.asarray(tensors[f"opt_state.{i}"]) for i in range(n_state)]
+            leaves = [_leaf_like(tensors[f"opt_state.{i}"], fresh, f"opt_state.{i}", trainer.backend)
+                      for i, fresh in enumerate(checkpoint.flatten(trainer.opt_state)[0])]
             opt_state = checkpoint.unflatten(meta["opt_state_structure"], leaves)
         except (KeyError, TypeError, ValueError, StopIteration) as exc:
             raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}") from None

@@ -82,7 +82,9 @@ class Backend:
     Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"jax"``, ``"array_api_strict"``), ``xp`` (the
     array-API namespace the core computes with), ``device`` (the library's device object),
     ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype), ``dtype_name`` and
-    ``array_type`` (the class of the backend's arrays).
+    ``array_type`` (the class of the backend's arrays).  ``inplace``: the array library whose
+    functions write into ``out=`` arrays (numpy, cupy) for the fused step (`backprop.fused`),
+    None where arrays are immutable (JAX) or the standard's functions are all there is.
     """
 
     name: str
@@ -97,6 +99,7 @@ class Backend:
     _jit: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
     _synchronize: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
     _select: Callable[[Any, Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
+    inplace: Any = dataclasses.field(default=None, repr=False)
 
     def asarray(self, x: Any, dtype: Any = None):
         """``x`` as an array of this backend on its device.

@@ -56,6 +56,7 @@ def load(device: str | None, dtype: str) -> Backend:
         _to_device=to_device,
         _to_numpy=cupy.asnumpy,
         _synchronize=synchronize,
+        inplace=cupy,
     )
 
 

@@ -32,6 +32,7 @@ def load(device: str | None, dtype: str) -> Backend:
         array_type=np.ndarray,
         _to_device=lambda host, device: np.asarray(host),
         _to_numpy=np.asarray,
+        inplace=np,
     )
 
 
