@@ -213,7 +213,9 @@ def test_the_trainer_uses_the_fused_step_and_its_epochs(name):
         history = trainer.fit(X, y, epochs=3, batch_size=16, progress=False)
         runs.append((history, _leaves(trainer.params), trainer.steps, float(trainer.opt_state[0])))
     (h1, p1, s1, c1), (h2, p2, s2, c2) = runs
-    assert h1 == h2 and s1 == s2 == c1 == c2 == 3 * 6
+    assert h1.keys() == h2.keys() and s1 == s2 == c1 == c2 == 3 * 6
+    for key in h1:
+        np.testing.assert_allclose(h1[key], h2[key], rtol=1e-12)
     for a, b in zip(p1, p2, strict=True):
         np.testing.assert_array_equal(a, b)
     reference = Trainer(model, optim.Adam(1e-2), backend=name, seed=5)
@@ -255,3 +257,23 @@ def test_divergence_in_a_fused_epoch_names_the_batch_and_keeps_finite_params():
     with pytest.raises(TrainingDivergedError, match=r"epoch 0, batch 7"):
         trainer.fit(X, y, epochs=1, batch_size=1, shuffle=False, progress=False)
     assert trainer.steps == 7 and all(np.isfinite(a).all() for a in _leaves(trainer.params))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spread", [3.0, 1e4], ids=["shift-by-the-largest-logit", "rows-far-apart"])
+def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
+    """Logits within a few units share one shift; rows 1e4 apart fall back to a shift per row."""
+    from backprop.fused import LOSSES
+    from backprop.losses import get_loss
+
+    rng = np.random.default_rng(6)
+    Z = (rng.normal(size=(9, 4)) + spread * rng.integers(-1, 2, size=(9, 1))).astype(dtype)
+    Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, 9)]
+    Y[0] = 0.25  # a probability row, not one-hot
+    want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
+    delta, scratch = Z.copy(), np.empty_like(Z)
+    loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, True, scratch)
+    rtol = 1e-6 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)
+    np.testing.assert_allclose(delta, want.delta, rtol=rtol, atol=rtol / 9)
+    assert np.isfinite(delta).all() and correct == int(np.sum(np.argmax(Z, 1) == np.argmax(Y, 1)))

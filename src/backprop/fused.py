@@ -87,23 +87,34 @@ DERIVATIVE: dict[str, Callable] = {
 }
 
 
-# -- loss layers: δ written over Z; returns (loss, correct) ----------------------------------------
-def _softmax_cross_entropy(lib, Z, Y, scale, count):
-    """L = −scale Σ y log softmax(Z);  δ = scale (softmax(Z) − y)."""
+# -- loss layers: δ written over Z (E: scratch of Z's shape); returns (loss, correct) --------------
+def _softmax_cross_entropy(lib, Z, Y, scale, count, E):
+    """L = −scale Σ y log softmax(Z);  δ = scale (softmax(Z) − y).
+
+    Z is shifted by its largest entry, so no exponential overflows.  Should a row lie so far
+    below it that its exponentials leave the normal range, every row is shifted by its own
+    largest entry instead (the textbook form; a reduction along rows, slow over few columns).
+    """
     ones = lib.ones(Z.shape[1], dtype=Z.dtype)  # row sums as products: faster than sum(axis=1) over few columns
-    Z -= Z.max(axis=1, keepdims=True)
-    fit = lib.vdot(Y, Z)  # Σ y (z − max z)
-    lib.exp(Z, out=Z)
-    total = Z.dot(ones)
-    loss = -scale * (fit - lib.vdot(Y.dot(ones), lib.log(total)))
-    Z /= total[:, None]  # ŷ = softmax(Z)
-    correct = lib.count_nonzero(lib.argmax(Z, axis=1) == lib.argmax(Y, axis=1)) if count else 0
-    lib.subtract(Z, Y, out=Z)
+    shift = Z.max()
+    lib.subtract(Z, shift, out=E)
+    lib.exp(E, out=E)
+    total = E.dot(ones)
+    if total.min() < lib.finfo(Z.dtype).tiny ** 0.5:
+        shift = Z.max(axis=1, keepdims=True)
+        lib.subtract(Z, shift, out=E)
+        lib.exp(E, out=E)
+        total = E.dot(ones)
+    Z -= shift
+    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(Y.dot(ones), lib.log(total)))  # Σ y (z − shift − log Σ e^(z − shift))
+    E /= total[:, None]  # ŷ = softmax(Z)
+    correct = lib.count_nonzero(lib.argmax(E, axis=1) == lib.argmax(Y, axis=1)) if count else 0
+    lib.subtract(E, Y, out=Z)
     lib.multiply(Z, scale, out=Z)
     return loss, correct
 
 
-def _squared_error(lib, Z, Y, scale, count):
+def _squared_error(lib, Z, Y, scale, count, E):
     """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = scale (ŷ − y)."""
     lib.subtract(Z, Y, out=Z)
     loss = 0.5 * scale * lib.vdot(Z, Z)
@@ -148,11 +159,10 @@ def _adam(opt, lib, P, G, S, slots, lr, t):
     lib.multiply(S, 1.0 - opt.beta2, out=S)
     lib.add(v, S, out=v)
     c1, c2 = 1.0 - opt.beta1 ** (t + 1.0), 1.0 - opt.beta2 ** (t + 1.0)
-    lib.multiply(v, 1.0 / c2, out=S)
-    lib.sqrt(S, out=S)
-    lib.add(S, opt.eps, out=S)
+    lib.sqrt(v, out=S)  # η m̂ / (√v̂ + eps) = (η √c2 / c1) · m / (√v + eps √c2)
+    lib.add(S, opt.eps * math.sqrt(c2), out=S)
     lib.divide(m, S, out=S)
-    lib.multiply(S, lr / c1, out=S)
+    lib.multiply(S, lr * math.sqrt(c2) / c1, out=S)
     if isinstance(opt, AdamW) and opt.weight_decay:
         lib.multiply(P, 1.0 - lr * opt.weight_decay, out=G)
         lib.subtract(G, S, out=G)
@@ -212,6 +222,7 @@ class _Plan:
         scratch = lib.empty(n * max(hidden, default=0), dtype=dtype)
         self.T = [scratch[: n * h].reshape(n, h) for h in hidden]
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
+        self.E = lib.empty((n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
 
 
 class FusedStep:
@@ -330,7 +341,7 @@ class FusedStep:
             dot(A[l], layers[l][0], out=Z[l])  # Z_l = A_l Θ_l
             if l < last:
                 self._activate(Z[l], H[l + 1])  # H_(l+1) = f(Z_l)
-        loss, correct = self._loss(lib, Z[last], Y, scale, count)  # δ_(L−1), over Z_(L−1)
+        loss, correct = self._loss(lib, Z[last], Y, scale, count, plan.E)  # δ_(L−1), over Z_(L−1)
         for l in range(last, -1, -1):  # backward
             dot(plan.AT[l], D[l], out=layers[l][2])  # (1) + (2): dΘ_l = A_lᵀ δ_l
             if l > 0:
@@ -363,7 +374,7 @@ class FusedStep:
             self._cur = 1 - self._cur
         return loss, correct, ok
 
-    def _any_loss(self, lib, Z, Y, scale, count):
+    def _any_loss(self, lib, Z, Y, scale, count, E):
         """A loss layer without a fused form: its array-API δ copied over Z."""
         link, xp = self.model.loss_layer, self.backend.xp
         out = link(xp, Z, Y, scale)

@@ -855,8 +855,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
-        y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return X, self._binarize(y)
+
+    def _binarize(self, y) -> np.ndarray:
+        """``self._label_binarizer.transform(y)`` as booleans (every label of y is in classes_ here).
+
+        1-D multiclass and two-class labels are encoded directly (one-hot; the column of
+        classes_[1]): LabelBinarizer's own checks cost about as much as an epoch on small data.
+        """
+        binarizer, classes = self._label_binarizer, self.classes_
+        if y.ndim == 1 and not binarizer.sparse_output and (
+                (binarizer.y_type_ == "multiclass" and len(classes) > 2) or (binarizer.y_type_ == "binary" and len(classes) == 2)):
+            codes = np.searchsorted(classes, y)
+            if len(classes) == 2:
+                return (codes == 1)[:, None]
+            return codes[:, None] == np.arange(len(classes))
+        return binarizer.transform(y).astype(bool)
 
     def _decode(self, y_pred: np.ndarray):
         if self.n_outputs_ == 1:

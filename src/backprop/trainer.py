@@ -206,21 +206,19 @@ class Trainer:
         self.steps += 1
         return float(loss), float(correct)
 
-    def _run_epoch(self, X, Y, batches: list, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
+    def _run_epoch(self, X, Y, batches: Sequence, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
         """Many steps in one call: the fused step's `epoch` (NumPy, CuPy), or on JAX the batches
-        (all full) as one compiled ``lax.scan``.
+        (an (n_batches, batch) index array) as one compiled ``lax.scan``.
 
-        Returns the summed per-example loss and correct count of the steps taken, accumulated
-        exactly as the step-by-step path accumulates them.  The fused epoch stops early when
-        ``interrupted()`` says so (a deferred Ctrl-C).
+        Returns the summed per-example loss and correct count of the steps taken.  The fused
+        epoch stops early when ``interrupted()`` says so (a deferred Ctrl-C).
         """
         if isinstance(self.step, fused.FusedStep):
             params, state, losses, corrects, first_bad = self.step.epoch(
                 self.params, self.opt_state, X, Y, batches, should_stop=interrupted)
-            losses, corrects = [float(v) for v in losses], [float(c) for c in corrects]
+            losses, corrects = np.asarray(losses, dtype=np.float64), np.asarray(corrects, dtype=np.float64)
         else:
-            index = np.stack(batches)
-            Xs, Ys = self._stack(X, index), self._stack(Y, index)
+            Xs, Ys = self._stack(X, batches), self._stack(Y, batches)
             run = compiled_epoch(self.model, self.optimizer, self.backend)
             params, state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
             losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
@@ -229,8 +227,12 @@ class Trainer:
         self.steps += done
         if first_bad >= 0:
             raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
-        total_loss = sum(float(losses[b]) / self.model.scale(len(batches[b])) for b in range(done))
-        return total_loss, sum(float(c) for c in corrects[:done])
+        if isinstance(batches, np.ndarray):  # JAX: full batches only
+            sizes = np.full(done, batches.shape[1], dtype=np.float64)
+        else:
+            sizes = np.fromiter((len(index) for index in batches[:done]), dtype=np.float64, count=done)
+        scales = 1.0 / sizes if self.model.reduction == "mean" else 1.0
+        return float(np.sum(losses[:done].astype(np.float64) / scales)), float(np.sum(corrects[:done], dtype=np.float64))
 
     def _stack(self, A, index: np.ndarray):
         """Rows ``index`` (n_batches × batch) of A as one (n_batches, batch, columns) device array."""
@@ -278,9 +280,12 @@ class Trainer:
         xp = self.backend.xp
         return xp.take(A, self.backend.asarray(index), axis=0) if index is not None else A
 
-    def _batches(self, n: int, batch_size: int, shuffle: bool):
+    def _batches(self, n: int, batch_size: int, shuffle: bool) -> tuple[np.ndarray, list]:
+        """An epoch's batches: the full ones as an (n_full, batch_size) index array, and a list
+        holding the last, partial one (empty when batch_size divides n)."""
         order = self.rng.numpy.permutation(n) if shuffle else np.arange(n)
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        n_full = n // batch_size
+        return order[: n_full * batch_size].reshape(n_full, batch_size), [order[n_full * batch_size:]] if n % batch_size else []
 
     # -- training ----------------------------------------------------------------------------
     def fit(
@@ -360,14 +365,14 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
             total_loss = total_correct = 0.0
-            batches = self._batches(n, batch_size, shuffle)
-            n_batches = len(batches)
-            if fused_epochs or scan:  # every batch in one call (JAX: the full ones; the partial one is a step)
-                whole = batches if fused_epochs else [index for index in batches if len(index) == batch_size]
+            full, partial = self._batches(n, batch_size, shuffle)
+            n_batches = len(full) + len(partial)
+            batches = partial if scan else [*full, *partial]  # what is left for one step at a time
+            if fused_epochs or scan:  # in one call: every batch (fused), the full ones (JAX)
                 steps = self.steps
-                total_loss, total_correct = self._run_epoch(X, Y, whole, epoch, interrupted)
+                total_loss, total_correct = self._run_epoch(X, Y, full if scan else batches, epoch, interrupted)
                 bar.update(self.steps - steps)
-                batches = batches[len(whole):]
+                batches = batches if scan else []
                 if interrupted():
                     raise KeyboardInterrupt
             for b, index in enumerate(batches, start=n_batches - len(batches)):
