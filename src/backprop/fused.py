@@ -393,16 +393,17 @@ class FusedStep:
         """One training step on the batch (X, Y); the same contract as the compiled pure step."""
         self._load(params, state)
         plan = self._plan(X.shape[0])
-        plan.H[0][...] = X
         count = state[0]
         with self._quiet():
+            plan.H[0][...] = X
             loss, correct, ok = self._run(plan, Y, state, float(count), self._classification)
         state = self._state(state, self.lib.asarray(count + 1.0) if ok else count)
         return self._params[self._cur], state, loss, correct, ok
 
     def _quiet(self):
-        """No NumPy floating-point warnings inside a step: non-finite results are caught and refused."""
-        return np.errstate(all="ignore") if self.lib is np else contextlib.nullcontext()
+        """No NumPy floating-point warnings inside a step (non-finite results are caught and
+        refused); on CuPy, the backend's GPU as the current device."""
+        return np.errstate(all="ignore") if self.lib is np else self._on_device()
 
     def epoch(self, params, state, X, Y, batches: Sequence, should_stop: Callable[[], bool] = lambda: False,
               count_correct: bool = True):
