@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from backprop import bench
+from backprop.backends import probe
 from backprop.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -191,6 +192,19 @@ def test_pytest_benchmark_suite_runs_one_round():
     passed = sum(2 + (name == "jax") + torch for name in available)
     assert f"{passed} passed" in done.stdout and " failed" not in done.stdout, done.stdout[-3000:]
     assert f"{total - selected} deselected" in done.stdout, done.stdout[-3000:]
+
+
+def test_epoch_and_sklearn_benchmarks_run_one_round():
+    """benchmarks/test_bench_epoch.py (100-step epochs) and test_bench_sklearn.py run once (--benchmark-disable)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+           "BACKPROP_BENCH_EPOCH_STEPS": "100"}
+    files = [str(ROOT / "benchmarks" / name) for name in ("test_bench_epoch.py", "test_bench_sklearn.py")]
+    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-k", "numpy or jax or scikit"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    expected = 2 * len([b for b in ("numpy", "jax") if probe(b).available])  # whole-epochs, step-by-step
+    expected += 2 + 2 * len([b for b in ("numpy", "jax") if probe(b).available])  # sklearn: epoch and fit groups
+    assert f"{expected} passed" in done.stdout and " failed" not in done.stdout, done.stdout[-3000:]
 
 
 @pytest.mark.parametrize("network", list(bench.NETWORKS))
