@@ -41,6 +41,8 @@ NETWORKS = [  # (activation, loss, output activation): every fused kernel and th
     ("tanh", "softmax_cross_entropy", None),
     ("relu", "binary_cross_entropy", None),
     ("identity", "squared_error", "tanh"),
+    ("relu", "squared_error", "sigmoid"),
+    ("sigmoid", "squared_error", "relu"),
     ("gelu", "softmax_cross_entropy", None),
     ("elu", "squared_error", None),
 ]
@@ -271,7 +273,7 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, 9)]
     Y[0] = 0.25  # a probability row, not one-hot
     want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
-    delta, scratch = Z.copy(), np.empty_like(Z)
+    delta, scratch = Z.copy(), np.empty((2, *Z.shape), dtype=Z.dtype)
     loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, True, scratch)
     rtol = 1e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)

@@ -87,14 +87,15 @@ DERIVATIVE: dict[str, Callable] = {
 }
 
 
-# -- loss layers: δ written over Z (E: scratch of Z's shape); returns (loss, correct) --------------
-def _softmax_cross_entropy(lib, Z, Y, scale, count, E):
+# -- loss layers: δ written over Z (scratch: two arrays of Z's shape); returns (loss, correct) -----
+def _softmax_cross_entropy(lib, Z, Y, scale, count, scratch):
     """L = −scale Σ y log softmax(Z);  δ = scale (softmax(Z) − y).
 
     Z is shifted by its largest entry, so no exponential overflows.  Should a row lie so far
     below it that its exponentials leave the normal range, every row is shifted by its own
     largest entry instead (the textbook form; a reduction along rows, slow over few columns).
     """
+    E = scratch[0]
     ones = lib.ones(Z.shape[1], dtype=Z.dtype)  # row sums as products: faster than sum(axis=1) over few columns
     shift = Z.max()
     lib.subtract(Z, shift, out=E)
@@ -114,7 +115,7 @@ def _softmax_cross_entropy(lib, Z, Y, scale, count, E):
     return loss, correct
 
 
-def _squared_error(lib, Z, Y, scale, count, E):
+def _squared_error(lib, Z, Y, scale, count, scratch):
     """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = scale (ŷ − y)."""
     lib.subtract(Z, Y, out=Z)
     loss = 0.5 * scale * lib.vdot(Z, Z)
@@ -122,9 +123,27 @@ def _squared_error(lib, Z, Y, scale, count, E):
     return loss, 0
 
 
+def _squared_error_through(name: str) -> Callable:
+    """The squared error of ŷ = f(Z) for an output activation f with fused kernels."""
+    forward, derivative = FORWARD[name], DERIVATIVE[name]
+
+    def squared_error(lib, Z, Y, scale, count, scratch):
+        """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = scale (ŷ − y) ⊙ f′(Z)."""
+        Yhat, T = scratch
+        forward(lib, Z, Yhat)
+        lib.subtract(Yhat, Y, out=Z)
+        loss = 0.5 * scale * lib.vdot(Z, Z)
+        lib.multiply(Z, scale, out=Z)
+        derivative(lib, Z, Yhat, T)
+        return loss, 0
+
+    return squared_error
+
+
 LOSSES: dict[tuple[str, str], Callable] = {
     ("softmax_cross_entropy", "softmax"): _softmax_cross_entropy,
     ("squared_error", "identity"): _squared_error,
+    **{("squared_error", name): _squared_error_through(name) for name in ("sigmoid", "tanh", "relu")},
 }
 
 
@@ -222,7 +241,7 @@ class _Plan:
         scratch = lib.empty(n * max(hidden, default=0), dtype=dtype)
         self.T = [scratch[: n * h].reshape(n, h) for h in hidden]
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
-        self.E = lib.empty((n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
+        self.E = lib.empty((2, n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
 
 
 class FusedStep:
@@ -374,7 +393,7 @@ class FusedStep:
             self._cur = 1 - self._cur
         return loss, correct, ok
 
-    def _any_loss(self, lib, Z, Y, scale, count, E):
+    def _any_loss(self, lib, Z, Y, scale, count, scratch):
         """A loss layer without a fused form: its array-API δ copied over Z."""
         link, xp = self.model.loss_layer, self.backend.xp
         out = link(xp, Z, Y, scale)
