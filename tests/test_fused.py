@@ -89,6 +89,27 @@ def test_fused_step_equals_the_pure_step(backend64, network, opt):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("network", NETWORKS[:4], ids=lambda n: "-".join(str(p) for p in n))
+def test_plain_sgd_with_the_rate_folded_into_delta_equals_the_pure_step(backend64, network):
+    """Plain SGD without L2: η rides in on δ (the update is p − η g in one pass)."""
+    activation, loss, output = network
+    model = bp.MLP([4, 9, 3], activation=activation, output_activation=output, loss=loss)
+    optimizer = optim.SGD(0.05)
+    fused = FusedStep(model, optimizer, backend64)
+    assert fused._lr_in_delta
+    params = model.init(2, backend64)
+    pure = _pure_step(model, optimizer, backend64)
+    rng = np.random.default_rng(7)
+    expected = actual = (params, optimizer.init(params))
+    for n in (6, 6, 2):
+        _, X, Y = model.prepare(params, rng.normal(size=(n, 4)), _targets(loss, rng, n, 3))
+        *expected, loss_pure, _, _ = pure(*expected, X, Y)
+        *actual, loss_fused, _, ok = fused(*actual, X, Y)
+        assert ok and float(loss_fused) == pytest.approx(float(loss_pure), rel=1e-12)
+    for want, got in zip(_leaves(expected), _leaves(actual), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
 def test_the_sklearn_estimators_optimizer_is_fused(backend64):
     """scikit-learn's SGD keeps its rate in the state; the fused step reads it from there."""
     from backprop.sklearn import _StateRateSGD

@@ -21,7 +21,9 @@ every array allocated up front:
   in-place operations over whole buffers (`FORWARD`, `DERIVATIVE`, `LOSSES`, `UPDATES`); an
   activation or loss without a fused form runs its array-API code and its result is copied in.
 * The update writes the new parameters into the gradient buffer, and the two buffers swap
-  roles, so a refused (non-finite) step leaves the parameters untouched.  The optimizer's slots
+  roles, so a refused (non-finite) step leaves the parameters untouched.  For plain SGD at a
+  constant rate η, the output layer's δ is multiplied by η: every gradient is linear in δ, so
+  the backward pass yields η g and the update is one pass, p − η g.  The optimizer's slots
   are updated in place only after the loss and the gradients were found finite.
 
 The results equal the pure step's up to float rounding (the tests compare every activation,
@@ -222,6 +224,9 @@ def supports(backend, optimizer) -> bool:
     return backend.inplace is not None and update_for(optimizer) is not None
 
 
+DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by a dot with ones (see `FusedStep._finite`)
+
+
 class _Plan:
     """The per-batch-size buffers: A_l = [H_l 1], Z_l (δ_l written over it), scratch, Y."""
 
@@ -259,6 +264,9 @@ class FusedStep:
         self._update = update_for(optimizer)
         constant = isinstance(optimizer.lr, Constant) and type(optimizer).learning_rate is Optimizer.learning_rate
         self._constant_lr = optimizer.lr.lr if constant else None  # else asked of the optimizer every step
+        # plain SGD at a constant rate: η rides in on the output layer's δ, and the update is p − η g
+        self._lr_in_delta = (constant and type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
+                             and optimizer.clip_norm is None and not model.alpha)
         activation, link, xp = model.activation, model.loss_layer, backend.xp
         forward, derivative = FORWARD.get(activation.name), DERIVATIVE.get(activation.name)
         self._fused_derivative = forward is not None and derivative is not None
@@ -276,7 +284,7 @@ class FusedStep:
         with self._on_device():
             self._buffers = [lib.zeros(self.size, dtype=self.dtype) for _ in range(2)]
             self._scratch = lib.empty(self.size, dtype=self.dtype)
-            self._ones = lib.ones(self.size, dtype=self.dtype)
+            self._ones = lib.ones(min(self.size, DOT_SUM_MAX), dtype=self.dtype)
         # the state's entries shaped like params become flat slots, others pass through (set by `_load`)
         self._template, self._slots, self._slot_views, self._last_state = None, [], [], None
         if model.alpha:  # the L2 penalty's weights: 1 on every W entry, 0 on the bias rows
@@ -361,6 +369,8 @@ class FusedStep:
             if l < last:
                 self._activate(Z[l], H[l + 1])  # H_(l+1) = f(Z_l)
         loss, correct = self._loss(lib, Z[last], Y, scale, count, plan.E)  # δ_(L−1), over Z_(L−1)
+        if self._lr_in_delta:  # plain SGD: every gradient is linear in δ, so η δ gives η g
+            lib.multiply(D[last], self._constant_lr, out=D[last])
         for l in range(last, -1, -1):  # backward
             dot(plan.AT[l], D[l], out=layers[l][2])  # (1) + (2): dΘ_l = A_lᵀ δ_l
             if l > 0:
@@ -387,7 +397,10 @@ class FusedStep:
         if optimizer.clip_norm is not None:
             norm = lib.sqrt(lib.vdot(G, G))
             G *= optimizer.clip_norm / lib.maximum(norm, optimizer.clip_norm)
-        self._update(optimizer, lib, P, G, S, self._slots, lr, t)
+        if self._lr_in_delta:
+            lib.subtract(P, G, out=G)  # p − η g in one pass
+        else:
+            self._update(optimizer, lib, P, G, S, self._slots, lr, t)
         ok = self._finite(loss, G)
         if ok:
             self._cur = 1 - self._cur
@@ -403,7 +416,8 @@ class FusedStep:
 
     def _finite(self, loss, flat) -> bool:
         """Whether the loss and every entry of ``flat`` are finite (NaN and inf propagate into a sum)."""
-        total = self.lib.dot(flat, self._ones)  # Σ as a BLAS dot: one call, cheaper than a reduction
+        # Σ as a BLAS dot with ones costs less per call; a reduction reads half the memory
+        total = self.lib.dot(flat, self._ones) if flat.size <= DOT_SUM_MAX else flat.sum()
         if self.lib is np:
             return math.isfinite(float(loss) + float(total))
         return bool(self.lib.isfinite(loss + total))
