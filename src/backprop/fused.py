@@ -46,7 +46,8 @@ from .optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
 # -- activations: out = f(Z) (Z may be overwritten), and δ ⊙= f′ from H = f(Z) ---------------------
 def _sigmoid(lib, Z, out):
     """σ(Z) = 1 / (1 + e^(−Z)): for large −Z, e^(−Z) = inf and σ = 0 (the step runs with NumPy's
-    floating-point warnings off).  Exp is about 2× cheaper than the tanh of the array-API form."""
+    floating-point warnings off).  Cheaper than the array-API form's ½ tanh(Z/2) + ½: NumPy's float32
+    exp beats its tanh (about 1.8× for the whole kernel over a 256 × 512 array on the development VM)."""
     lib.negative(Z, out=Z)
     lib.exp(Z, out=Z)
     lib.add(Z, 1.0, out=Z)
@@ -283,7 +284,7 @@ class FusedStep:
         self.size = sum(a * b for a, b in self.shapes)
         with self._on_device():
             self._buffers = [lib.zeros(self.size, dtype=self.dtype) for _ in range(2)]
-            self._scratch = lib.empty(self.size, dtype=self.dtype)
+            self._scratch = lib.empty(0 if self._lr_in_delta else self.size, dtype=self.dtype)  # the update's
             self._ones = lib.ones(min(self.size, DOT_SUM_MAX), dtype=self.dtype)
         # the state's entries shaped like params become flat slots, others pass through (set by `_load`)
         self._template, self._slots, self._slot_views, self._last_state = None, [], [], None
