@@ -219,6 +219,26 @@ def test_shape_mismatched_checkpoint_is_refused(tmp_path):
         Trainer.load(path)
 
 
+def test_checkpoint_with_mis_shaped_optimizer_state_is_refused(tmp_path):
+    """Optimizer-state arrays that do not fit the network are refused by name; a 0-d count, which
+    safetensors stores with shape (1,), comes back 0-d and training resumes."""
+    from backprop import checkpoint
+
+    path = tmp_path / "m.safetensors"
+    trainer = Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), backend="numpy")
+    trainer.fit(np.ones((6, 4)), np.arange(6) % 3, epochs=1, batch_size=3, progress=False)
+    trainer.save(path)
+    resumed = Trainer.load(path)
+    assert resumed.opt_state[0].shape == () and float(resumed.opt_state[0]) == 2
+    resumed.fit(np.ones((6, 4)), np.arange(6) % 3, epochs=1, batch_size=3, progress=False)
+    assert float(resumed.opt_state[0]) == 4
+    tensors, meta = checkpoint.load(path)
+    tensors["opt_state.1"] = tensors["opt_state.1"][:2]  # m of the first W: 2 rows instead of 4
+    checkpoint.save(path, tensors, meta)
+    with pytest.raises(checkpoint.CheckpointError, match=r"opt_state\.1 has shape \(2, 8\), expected \(4, 8\)"):
+        Trainer.load(path)
+
+
 def test_loading_never_unpickles(tmp_path, monkeypatch):
     import pickle
 

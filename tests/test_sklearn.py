@@ -476,3 +476,16 @@ def test_sparse_and_device_arrays_are_accepted(blobs):
         strict = pytest.importorskip("array_api_strict")
         on_device = MLPClassifier(**kwargs).fit(strict.asarray(X), strict.asarray(y))
         np.testing.assert_allclose(on_device.predict_proba(strict.asarray(X)), dense.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [np.array([3, 1, 2, 1, 3, 2]), np.array(["b", "a", "c", "a", "b", "c"], dtype=object),
+                                    np.array([0, 1, 1, 0, 1, 0]), np.array(["no", "yes", "yes", "no", "no", "yes"])],
+                         ids=["ints", "strings", "two-ints", "two-strings"])
+def test_label_encoding_equals_label_binarizer(labels):
+    """The direct one-hot encoding gives exactly LabelBinarizer's columns, in every call of partial_fit."""
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    est = MLPClassifier(backend="numpy", hidden_layer_sizes=(4,), max_iter=1).partial_fit(X, labels, classes=np.unique(labels))
+    for y in (labels, labels[:3], np.repeat(labels[:1], 4)):
+        got = est._binarize(y)
+        assert got.dtype == bool
+        np.testing.assert_array_equal(got, est._label_binarizer.transform(y).astype(bool))

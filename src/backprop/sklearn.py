@@ -79,8 +79,8 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .activations import Activation
-from .fused import FusedStep
 from .backends import BACKENDS, get_backend, to_host
+from .fused import FusedStep
 from .losses import Loss, LossOutput
 from .mlp import MLP
 from .optim import SGD, Adam, tree_leaves, tree_map
