@@ -300,3 +300,18 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)
     np.testing.assert_allclose(delta, want.delta, rtol=rtol, atol=rtol / 9)
     assert np.isfinite(delta).all() and correct == int(np.sum(np.argmax(Z, 1) == np.argmax(Y, 1)))
+
+
+def test_fused_relu_keeps_its_mask_and_refuses_an_overflowed_pre_activation():
+    """relu = Z ⊙ [Z > 0] with the mask kept for the derivative; Z = −inf gives NaN (not 0)."""
+    from backprop.fused import DERIVATIVE, FORWARD
+
+    Z = np.array([[-2.0, 0.0, 3.0], [np.inf, -np.inf, 0.5]], dtype=np.float32)
+    out, mask = np.empty_like(Z), np.empty_like(Z)
+    with np.errstate(invalid="ignore"):
+        FORWARD["relu"](np, Z.copy(), out, mask)
+    np.testing.assert_array_equal(out[0], [0.0, 0.0, 3.0])
+    assert out[1, 0] == np.inf and np.isnan(out[1, 1]) and out[1, 2] == np.float32(0.5)
+    D = np.full_like(Z, 2.0)
+    DERIVATIVE["relu"](np, D, out, mask)
+    np.testing.assert_array_equal(D, [[0.0, 0.0, 2.0], [2.0, 0.0, 2.0]])

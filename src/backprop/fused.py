@@ -43,8 +43,10 @@ from .mlp import MLP
 from .optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
 
 
-# -- activations: out = f(Z) (Z may be overwritten), and δ ⊙= f′ from H = f(Z) ---------------------
-def _sigmoid(lib, Z, out):
+# -- activations: out = f(Z), and δ ⊙= f′ from H = f(Z) -------------------------------------------
+# Z may be overwritten; T (Z's shape, one per layer) carries what the derivative needs from the
+# forward pass (relu's mask) or serves the derivative as scratch.
+def _sigmoid(lib, Z, out, T):
     """σ(Z) = 1 / (1 + e^(−Z)): for large −Z, e^(−Z) = inf and σ = 0 (the step runs with NumPy's
     floating-point warnings off).  Cheaper than the array-API form's ½ tanh(Z/2) + ½: NumPy's float32
     exp beats its tanh (about 1.8× for the whole kernel over a 256 × 512 array on the development VM)."""
@@ -54,10 +56,18 @@ def _sigmoid(lib, Z, out):
     lib.divide(1.0, Z, out=out)
 
 
+def _relu(lib, Z, out, T):
+    """max(Z, 0) as Z ⊙ [Z > 0], keeping the mask [Z > 0] in T for the derivative (one comparison
+    for both passes; NumPy's maximum costs several multiplications).  Only where Z = −inf (an
+    overflow) does this differ: NaN instead of 0, and the step is refused."""
+    lib.greater(Z, 0.0, out=T)
+    lib.multiply(Z, T, out=out)
+
+
 FORWARD: dict[str, Callable] = {
-    "identity": lambda lib, Z, out: lib.copyto(out, Z),
-    "relu": lambda lib, Z, out: lib.maximum(Z, 0.0, out=out),
-    "tanh": lambda lib, Z, out: lib.tanh(Z, out=out),
+    "identity": lambda lib, Z, out, T: lib.copyto(out, Z),
+    "relu": _relu,
+    "tanh": lambda lib, Z, out, T: lib.tanh(Z, out=out),
     "sigmoid": _sigmoid,
 }
 
@@ -77,8 +87,7 @@ def _d_tanh(lib, D, H, T):
 
 
 def _d_relu(lib, D, H, T):
-    """δ ⊙= [h > 0]  (h > 0 exactly where z > 0)."""
-    lib.greater(H, 0.0, out=T)
+    """δ ⊙= [z > 0], the mask `_relu` left in T."""
     lib.multiply(D, T, out=D)
 
 
@@ -133,7 +142,7 @@ def _squared_error_through(name: str) -> Callable:
     def squared_error(lib, Z, Y, scale, count, scratch):
         """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = scale (ŷ − y) ⊙ f′(Z)."""
         Yhat, T = scratch
-        forward(lib, Z, Yhat)
+        forward(lib, Z, Yhat, T)
         lib.subtract(Yhat, Y, out=Z)
         loss = 0.5 * scale * lib.vdot(Z, Z)
         lib.multiply(Z, scale, out=Z)
@@ -244,8 +253,7 @@ class _Plan:
         # δ_l is written over Z_l, except below a non-fused derivative, which still reads Z_l
         self.D = [Z if fused_derivative or l == len(self.Z) - 1 else lib.empty_like(Z) for l, Z in enumerate(self.Z)]
         hidden = sizes[1:-1]
-        scratch = lib.empty(n * max(hidden, default=0), dtype=dtype)
-        self.T = [scratch[: n * h].reshape(n, h) for h in hidden]
+        self.T = [lib.empty((n, h), dtype=dtype) for h in hidden]  # per layer: forward → backward
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
         self.E = lib.empty((2, n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
 
@@ -272,10 +280,10 @@ class FusedStep:
         forward, derivative = FORWARD.get(activation.name), DERIVATIVE.get(activation.name)
         self._fused_derivative = forward is not None and derivative is not None
         if self._fused_derivative:
-            self._activate = lambda Z, out: forward(lib, Z, out)
+            self._activate = lambda Z, out, T: forward(lib, Z, out, T)
             self._derive = lambda D, H, T, Z: derivative(lib, D, H, T)
         else:  # the array-API forms, their results copied into the buffers
-            self._activate = lambda Z, out: lib.copyto(out, activation.f(xp, Z))
+            self._activate = lambda Z, out, T: lib.copyto(out, activation.f(xp, Z))
             self._derive = lambda D, H, T, Z: lib.multiply(D, activation.df(xp, Z, H), out=D)
         self._loss = LOSSES.get((link.name, link.activation.name), self._any_loss)
         self._classification = link.classification
@@ -368,7 +376,7 @@ class FusedStep:
         for l in range(last + 1):  # forward
             dot(A[l], layers[l][0], out=Z[l])  # Z_l = A_l Θ_l
             if l < last:
-                self._activate(Z[l], H[l + 1])  # H_(l+1) = f(Z_l)
+                self._activate(Z[l], H[l + 1], plan.T[l])  # H_(l+1) = f(Z_l)
         loss, correct = self._loss(lib, Z[last], Y, scale, count, plan.E)  # δ_(L−1), over Z_(L−1)
         if self._lr_in_delta:  # plain SGD: every gradient is linear in δ, so η δ gives η g
             lib.multiply(D[last], self._constant_lr, out=D[last])
