@@ -163,13 +163,30 @@ def test_foreign_params_and_state_are_copied_in(backend64):
     model, optimizer, params, X, Y = _setup(backend64, alpha=0.1)
     step = FusedStep(model, optimizer, backend64)
     pure = _pure_step(model, optimizer, backend64)
-    own = step(params, optimizer.init(params), X, Y)[:2]
+    step(params, optimizer.init(params), X, Y)  # the buffers now hold a step of their own
     other = (model.init(7, backend64), optimizer.init(params))  # not the step's buffers
+    before = _leaves(other)
     expected = pure(*other, X, Y)[:2]
     got = step(*other, X, Y)[:2]
-    assert got[0] is own[0] or got[0] is not other[0]
+    assert got[0] is step._params[step._cur] and got[0] is not other[0]  # the step's views, not the inputs
+    for want, have in zip(before, _leaves(other), strict=True):
+        np.testing.assert_array_equal(have, want)  # copied in, never written
     for want, have in zip(_leaves(expected), _leaves(got), strict=True):
         np.testing.assert_allclose(have, want, rtol=1e-12)
+
+
+def test_a_fused_step_needs_writable_arrays_and_a_known_optimizer():
+    """JAX's arrays are immutable and an optimizer of one's own has no fused update: a clear error."""
+    model = bp.MLP([3, 4, 2])
+
+    class Custom(optim.Optimizer):
+        name, hyperparameters = "custom", ()
+
+    with pytest.raises(ValueError, match=r"no fused step for Custom on the numpy backend"):
+        FusedStep(model, Custom(0.1, None), get_backend("numpy"))
+    if probe("jax").available:
+        with pytest.raises(ValueError, match=r"no fused step for SGD on the jax backend"):
+            FusedStep(model, optim.SGD(0.1), get_backend("jax"))
 
 
 def test_mis_shaped_params_or_state_are_refused(backend64):
