@@ -213,15 +213,17 @@ def test_an_epoch_equals_its_steps_and_stops_on_request(backend64):
         *expected, loss, _, _ = stepwise(*expected, backend64.asarray(X[index]), backend64.asarray(Y[index]))
         losses.append(float(loss))
     Xh, Yh = X.astype(np.float64), Y.astype(np.float64)
-    got_params, got_state, got_losses, _, first_bad = whole.epoch(params, state, Xh, Yh, batches)
-    assert first_bad == -1 and [float(v) for v in got_losses] == losses
+    got_params, got_state, totals = whole.epoch(params, state, Xh, Yh, batches)
+    assert totals.first_bad == -1 and totals.steps == len(batches) and np.isnan(totals.bad_loss)
+    # the summed per-example loss: each batch's mean loss times its size
+    assert totals.loss == pytest.approx(sum(loss * len(index) for loss, index in zip(losses, batches)), rel=1e-12)
     for want, have in zip(_leaves(expected), _leaves((got_params, got_state)), strict=True):
         np.testing.assert_array_equal(have, want)
     assert float(got_state[0]) == len(batches)
     calls = []
     stopped = FusedStep(model, optimizer, backend64).epoch(
         params, state, Xh, Yh, batches, should_stop=lambda: calls.append(1) or len(calls) == 2)
-    assert len(stopped[2]) == 2 and float(stopped[1][0]) == 2
+    assert stopped[2].steps == 2 and float(stopped[1][0]) == 2
 
 
 def test_an_epoch_stops_at_the_first_refused_step(backend64):
@@ -232,9 +234,9 @@ def test_an_epoch_stops_at_the_first_refused_step(backend64):
     step = FusedStep(model, optimizer, backend64)
     kept = step.epoch(params, optimizer.init(params), X, Y, batches[:2])[:2]
     kept = (_leaves(kept[0]), _leaves(kept[1]))
-    new_params, new_state, losses, _, first_bad = FusedStep(model, optimizer, backend64).epoch(
+    new_params, new_state, totals = FusedStep(model, optimizer, backend64).epoch(
         params, optimizer.init(params), X, Y, batches)
-    assert first_bad == 2 and len(losses) == 3 and not np.isfinite(float(losses[2]))
+    assert totals.first_bad == 2 and totals.steps == 2 and not np.isfinite(totals.bad_loss)
     for want, have in zip(kept[0] + kept[1], _leaves(new_params) + _leaves(new_state), strict=True):
         np.testing.assert_array_equal(have, want)
 
@@ -302,7 +304,10 @@ def test_divergence_in_a_fused_epoch_names_the_batch_and_keeps_finite_params():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("spread", [3.0, 1e4], ids=["shift-by-the-largest-logit", "rows-far-apart"])
 def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
-    """Logits within a few units share one shift; rows 1e4 apart fall back to a shift per row."""
+    """Logits within a few units share one shift; rows 1e4 apart fall back to a shift per row.
+    The loss is scaled by ``scale``, δ by ``dscale`` (plain SGD's η rides on it)."""
+    from types import SimpleNamespace
+
     from backprop.fused import LOSSES
     from backprop.losses import get_loss
 
@@ -311,11 +316,12 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, 9)]
     Y[0] = 0.25  # a probability row, not one-hot
     want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
-    delta, scratch = Z.copy(), np.empty((2, *Z.shape), dtype=Z.dtype)
-    loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, True, scratch)
+    delta = Z.copy()
+    plan = SimpleNamespace(E=np.empty((2, *Z.shape), dtype=Z.dtype), ones_out=np.ones(4, dtype=Z.dtype))
+    loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, 0.3 / 9, True, plan)
     rtol = 1e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)
-    np.testing.assert_allclose(delta, want.delta, rtol=rtol, atol=rtol / 9)
+    np.testing.assert_allclose(delta, 0.3 * want.delta, rtol=rtol, atol=rtol / 9)
     assert np.isfinite(delta).all() and correct == int(np.sum(np.argmax(Z, 1) == np.argmax(Y, 1)))
 
 

@@ -489,3 +489,21 @@ def test_label_encoding_equals_label_binarizer(labels):
         got = est._binarize(y)
         assert got.dtype == bool
         np.testing.assert_array_equal(got, est._label_binarizer.transform(y).astype(bool))
+
+
+def test_integer_seed_restores_the_seeded_generator_every_call():
+    """An int random_state gives every call the draws of a freshly seeded RandomState (as
+    scikit-learn's per-call check_random_state does); a caller's RandomState is used as it is."""
+    from backprop.sklearn import _random_state
+
+    est = MLPClassifier(random_state=7)
+    for seed in (7, 7, np.int64(7), 8, 7):
+        est.random_state = seed
+        want = np.random.RandomState(seed).permutation(50)
+        np.testing.assert_array_equal(_random_state(est).permutation(50), want)
+    mine = np.random.RandomState(3)
+    est.random_state = mine
+    reference = np.random.RandomState(3)
+    np.testing.assert_array_equal(mine.permutation(50), reference.permutation(50))
+    assert _random_state(est) is mine and _random_state(est) is mine
+    np.testing.assert_array_equal(mine.permutation(50), reference.permutation(50))  # went on, not reset

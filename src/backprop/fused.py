@@ -9,14 +9,17 @@ every array allocated up front:
 * All parameters live in one flat buffer: layer l is the block Θ_l = [W_l; b_l] of shape
   (fan_in + 1, fan_out), and the ((W, b), ...) tuple handed out is views of it.  The gradients
   have the same layout in a second flat buffer, each optimizer slot (m, v, velocity...) in one more.
-* Each layer's input is kept with a trailing column of ones, A_l = [H_l 1], so the bias rides
-  inside the matrix products (five products for two layers, no separate bias passes):
+* Every product writes into a buffer planned for it:
 
-      forward    Z_l = A_l Θ_l                       = H_l W_l + b_l
-      backward   dΘ_l = A_lᵀ δ_l                     (1) dW_l = H_lᵀ δ_l and (2) db_l = Σᵢ δ_l,i
+      forward    Z_l = H_l W_l,  Z_l += b_l
+      backward   dW_l = H_lᵀ δ_l                     (1), into dΘ_l's first rows
+                 db_l = 1ᵀ δ_l                       (2), a product with a vector of ones, into its last row
                  δ_(l−1) = δ_l W_lᵀ                  (3) dH_l, written into δ_(l−1)'s buffer
                  δ_(l−1) ⊙= f′(Z_(l−1))              (4) in place, from the cached output H_l
 
+  (Appending a column of ones to H_l would fold the bias into the products, but BLAS runs a
+  product whose inner dimension is fan_in + 1 = 65 about 30% slower than one of 64, which costs
+  more than the bias pass it saves.)
 * Activations, their derivatives, the loss layer's δ and the optimizer update run as a few
   in-place operations over whole buffers (`FORWARD`, `DERIVATIVE`, `LOSSES`, `UPDATES`); an
   activation or loss without a fused form runs its array-API code and its result is copied in.
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -91,6 +94,8 @@ def _d_relu(lib, D, H, T):
     lib.multiply(D, T, out=D)
 
 
+KEEPS_MASK = frozenset({"relu"})  # forward kernels that leave in T what their derivative reads
+
 DERIVATIVE: dict[str, Callable] = {
     "identity": lambda lib, D, H, T: None,
     "relu": _d_relu,
@@ -99,39 +104,44 @@ DERIVATIVE: dict[str, Callable] = {
 }
 
 
-# -- loss layers: δ written over Z (scratch: two arrays of Z's shape); returns (loss, correct) -----
-def _softmax_cross_entropy(lib, Z, Y, scale, count, scratch):
-    """L = −scale Σ y log softmax(Z);  δ = scale (softmax(Z) − y).
+# -- loss layers: δ written over Z; returns (loss, correct) ---------------------------------------
+# L is scaled by `scale`, δ by `dscale` (scale, or scale · η for plain SGD); scratch: plan.E, two
+# arrays of Z's shape.
+def _softmax_cross_entropy(lib, Z, Y, scale, dscale, count, plan):
+    """L = −scale Σ y log softmax(Z);  δ = dscale (softmax(Z) − y).
 
     Z is shifted by its largest entry, so no exponential overflows.  Should a row lie so far
     below it that its exponentials leave the normal range, every row is shifted by its own
     largest entry instead (the textbook form; a reduction along rows, slow over few columns).
     """
-    E = scratch[0]
-    ones = lib.ones(Z.shape[1], dtype=Z.dtype)  # row sums as products: faster than sum(axis=1) over few columns
+    E, ones = plan.E[0], plan.ones_out  # row sums as products: faster than sum(axis=1) over few columns
     shift = Z.max()
     lib.subtract(Z, shift, out=E)
     lib.exp(E, out=E)
     total = E.dot(ones)
-    if total.min() < lib.finfo(Z.dtype).tiny ** 0.5:
+    if total.min() < _TINY_SQRT[Z.dtype.char]:
         shift = Z.max(axis=1, keepdims=True)
         lib.subtract(Z, shift, out=E)
         lib.exp(E, out=E)
         total = E.dot(ones)
     Z -= shift
     loss = -scale * (lib.vdot(Y, Z) - lib.vdot(Y.dot(ones), lib.log(total)))  # Σ y (z − shift − log Σ e^(z − shift))
-    E /= total[:, None]  # ŷ = softmax(Z)
+    lib.divide(dscale, total, out=total)
+    E *= total[:, None]  # dscale · ŷ, ŷ = softmax(Z)
     correct = lib.count_nonzero(lib.argmax(E, axis=1) == lib.argmax(Y, axis=1)) if count else 0
-    lib.subtract(E, Y, out=Z)
-    lib.multiply(Z, scale, out=Z)
+    lib.multiply(Y, dscale, out=Z)
+    lib.subtract(E, Z, out=Z)
     return loss, correct
 
 
-def _squared_error(lib, Z, Y, scale, count, scratch):
-    """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = scale (ŷ − y)."""
+_TINY_SQRT = {np.dtype(t).char: float(np.finfo(t).tiny) ** 0.5 for t in (np.float32, np.float64)}
+
+
+def _squared_error(lib, Z, Y, scale, dscale, count, plan):
+    """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = dscale (ŷ − y)."""
     lib.subtract(Z, Y, out=Z)
     loss = 0.5 * scale * lib.vdot(Z, Z)
-    lib.multiply(Z, scale, out=Z)
+    lib.multiply(Z, dscale, out=Z)
     return loss, 0
 
 
@@ -139,13 +149,13 @@ def _squared_error_through(name: str) -> Callable:
     """The squared error of ŷ = f(Z) for an output activation f with fused kernels."""
     forward, derivative = FORWARD[name], DERIVATIVE[name]
 
-    def squared_error(lib, Z, Y, scale, count, scratch):
-        """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = scale (ŷ − y) ⊙ f′(Z)."""
-        Yhat, T = scratch
+    def squared_error(lib, Z, Y, scale, dscale, count, plan):
+        """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = dscale (ŷ − y) ⊙ f′(Z)."""
+        Yhat, T = plan.E
         forward(lib, Z, Yhat, T)
         lib.subtract(Yhat, Y, out=Z)
         loss = 0.5 * scale * lib.vdot(Z, Z)
-        lib.multiply(Z, scale, out=Z)
+        lib.multiply(Z, dscale, out=Z)
         derivative(lib, Z, Yhat, T)
         return loss, 0
 
@@ -180,25 +190,26 @@ def _sgd(opt, lib, P, G, S, slots, lr, t):
 
 
 def _adam(opt, lib, P, G, S, slots, lr, t):
-    """`backprop.optim.Adam` (and AdamW's decay p ← p (1 − η wd)): p − η m̂ / (√v̂ + eps)."""
+    """`backprop.optim.Adam` (and AdamW's decay p ← p (1 − η wd)): p − η m̂ / (√v̂ + eps).
+    G serves as its own scratch once m has read it (S is needed for AdamW's decay only)."""
     m, v = slots
+    lib.subtract(m, G, out=m)  # m ← β1 m + (1 − β1) g = β1 (m − g) + g
     lib.multiply(m, opt.beta1, out=m)
-    lib.multiply(G, 1.0 - opt.beta1, out=S)
-    lib.add(m, S, out=m)
+    lib.add(m, G, out=m)
+    lib.multiply(G, G, out=G)  # v ← β2 v + (1 − β2) g²
+    lib.multiply(G, 1.0 - opt.beta2, out=G)
     lib.multiply(v, opt.beta2, out=v)
-    lib.multiply(G, G, out=S)
-    lib.multiply(S, 1.0 - opt.beta2, out=S)
-    lib.add(v, S, out=v)
+    lib.add(v, G, out=v)
     c1, c2 = 1.0 - opt.beta1 ** (t + 1.0), 1.0 - opt.beta2 ** (t + 1.0)
-    lib.sqrt(v, out=S)  # η m̂ / (√v̂ + eps) = (η √c2 / c1) · m / (√v + eps √c2)
-    lib.add(S, opt.eps * math.sqrt(c2), out=S)
-    lib.divide(m, S, out=S)
-    lib.multiply(S, lr * math.sqrt(c2) / c1, out=S)
+    lib.sqrt(v, out=G)  # η m̂ / (√v̂ + eps) = (η √c2 / c1) · m / (√v + eps √c2)
+    lib.add(G, opt.eps * math.sqrt(c2), out=G)
+    lib.divide(m, G, out=G)
+    lib.multiply(G, lr * math.sqrt(c2) / c1, out=G)
     if isinstance(opt, AdamW) and opt.weight_decay:
-        lib.multiply(P, 1.0 - lr * opt.weight_decay, out=G)
-        lib.subtract(G, S, out=G)
+        lib.multiply(P, 1.0 - lr * opt.weight_decay, out=S)
+        lib.subtract(S, G, out=G)
     else:
-        lib.subtract(P, S, out=G)
+        lib.subtract(P, G, out=G)
 
 
 def _rmsprop(opt, lib, P, G, S, slots, lr, t):
@@ -221,12 +232,22 @@ def _rmsprop(opt, lib, P, G, S, slots, lr, t):
     lib.subtract(P, G, out=G)
 
 
-UPDATES: tuple[tuple[type, Callable], ...] = ((Adam, _adam), (RMSprop, _rmsprop), (SGD, _sgd))
+# (optimizer class, its update, whether the update needs the scratch buffer S)
+UPDATES: tuple[tuple[type, Callable, Callable], ...] = (
+    (Adam, _adam, lambda opt: isinstance(opt, AdamW) and bool(opt.weight_decay)),
+    (RMSprop, _rmsprop, lambda opt: True),
+    (SGD, _sgd, lambda opt: bool(opt.weight_decay) or bool(opt.momentum and opt.nesterov)),
+)
+
+
+def _entry(optimizer):
+    return next((entry for entry in UPDATES if isinstance(optimizer, entry[0])), None)
 
 
 def update_for(optimizer) -> Callable | None:
     """The fused update of ``optimizer`` (the optimizers of `backprop.optim` and their subclasses)."""
-    return next((fn for cls, fn in UPDATES if isinstance(optimizer, cls)), None)
+    entry = _entry(optimizer)
+    return entry[1] if entry else None
 
 
 def supports(backend, optimizer) -> bool:
@@ -237,25 +258,36 @@ def supports(backend, optimizer) -> bool:
 DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by a dot with ones (see `FusedStep._finite`)
 
 
+class EpochTotals(NamedTuple):
+    """What `FusedStep.epoch` reports of the steps it took."""
+
+    loss: float  # Σ over the steps of the batch loss / scale: the summed per-example loss ("mean" reduction)
+    correct: int  # Σ of the correct counts (0 unless counted)
+    steps: int  # steps taken (and kept)
+    first_bad: int  # index of the refused step, −1 if none
+    bad_loss: float  # its loss (NaN if none)
+
+
 class _Plan:
-    """The per-batch-size buffers: A_l = [H_l 1], Z_l (δ_l written over it), scratch, Y."""
+    """The per-batch-size buffers: H_l (H_0 the batch), Z_l (δ_l written over it), scratch, Y."""
 
     def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool):
         sizes = model.layer_sizes
-        self.A = []
-        for fan_in in sizes[:-1]:
-            A = lib.empty((n, fan_in + 1), dtype=dtype)
-            A[:, -1] = 1.0
-            self.A.append(A)
-        self.AT = [A.T for A in self.A]
-        self.H = [A[:, :-1] for A in self.A]
+        hidden = sizes[1:-1]
+        if model.activation.name in KEEPS_MASK:  # one T per layer, from the forward pass to the backward
+            self.T = [lib.empty((n, h), dtype=dtype) for h in hidden]
+        else:  # T is the derivative's scratch only: one buffer serves every layer
+            flat = lib.empty(n * max(hidden, default=0), dtype=dtype)
+            self.T = [flat[: n * h].reshape(n, h) for h in hidden]
+        self.H = [lib.empty((n, fan_in), dtype=dtype) for fan_in in sizes[:-1]]
+        self.HT = [H.T for H in self.H]
         self.Z = [lib.empty((n, fan_out), dtype=dtype) for fan_out in sizes[1:]]
         # δ_l is written over Z_l, except below a non-fused derivative, which still reads Z_l
         self.D = [Z if fused_derivative or l == len(self.Z) - 1 else lib.empty_like(Z) for l, Z in enumerate(self.Z)]
-        hidden = sizes[1:-1]
-        self.T = [lib.empty((n, h), dtype=dtype) for h in hidden]  # per layer: forward → backward
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
         self.E = lib.empty((2, n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
+        self.ones = lib.ones(n, dtype=dtype)  # db = 1ᵀ δ
+        self.ones_out = lib.ones(sizes[-1], dtype=dtype)  # the loss layer's row sums
 
 
 class FusedStep:
@@ -276,6 +308,7 @@ class FusedStep:
         # plain SGD at a constant rate: η rides in on the output layer's δ, and the update is p − η g
         self._lr_in_delta = (constant and type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
                              and optimizer.clip_norm is None and not model.alpha)
+        self._delta_lr = self._constant_lr if self._lr_in_delta else 1.0
         activation, link, xp = model.activation, model.loss_layer, backend.xp
         forward, derivative = FORWARD.get(activation.name), DERIVATIVE.get(activation.name)
         self._fused_derivative = forward is not None and derivative is not None
@@ -290,21 +323,21 @@ class FusedStep:
         sizes = model.layer_sizes
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.size = sum(a * b for a, b in self.shapes)
+        scratch = not self._lr_in_delta and (bool(model.alpha) or _entry(optimizer)[2](optimizer))
         with self._on_device():
             self._buffers = [lib.zeros(self.size, dtype=self.dtype) for _ in range(2)]
-            self._scratch = lib.empty(0 if self._lr_in_delta else self.size, dtype=self.dtype)  # the update's
-            self._ones = lib.ones(min(self.size, DOT_SUM_MAX), dtype=self.dtype)
+            self._scratch = lib.empty(self.size if scratch else 0, dtype=self.dtype)  # the penalty's and update's
+            self._ones = lib.ones(self.size if self.size <= DOT_SUM_MAX else 0, dtype=self.dtype)
         # the state's entries shaped like params become flat slots, others pass through (set by `_load`)
         self._template, self._slots, self._slot_views, self._last_state = None, [], [], None
-        if model.alpha:  # the L2 penalty's weights: 1 on every W entry, 0 on the bias rows
+        if model.alpha:  # the L2 penalty's factor per parameter: alpha · scale on W entries, 0 on the bias rows
             with self._on_device():
-                self._weights, self._decay = lib.ones(self.size, dtype=self.dtype), lib.empty(self.size, dtype=self.dtype)
-            for block in self._views(self._weights)[0]:
-                block[-1] = 0.0
-            self._decay_c = None
+                self._decay = lib.empty(self.size, dtype=self.dtype)
+            self._decay_blocks, self._decay_c = self._views(self._decay)[0], None
         blocks, self._params = zip(*(self._views(b) for b in self._buffers))
-        # (Θ_l, W_lᵀ, dΘ_l) per layer, with Θ in buffer k and dΘ in the other one, for k = 0, 1
-        self._layers = [[(theta, theta[:-1].T, dtheta) for theta, dtheta in zip(blocks[k], blocks[1 - k])] for k in (0, 1)]
+        # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer, with Θ in buffer k and dΘ in the other one, for k = 0, 1
+        self._layers = [[(theta[:-1], theta[-1], theta[:-1].T, dtheta[:-1], dtheta[-1])
+                         for theta, dtheta in zip(blocks[k], blocks[1 - k])] for k in (0, 1)]
         self._cur = 0  # self._buffers[self._cur] holds the parameters
         self._plans: dict[int, _Plan] = {}
 
@@ -369,28 +402,31 @@ class FusedStep:
         """One step (the t-th, 0-based) on the batch in plan.A[0]; returns (loss, correct, ok)
         (correct = 0 unless ``count``)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
-        layers = self._layers[self._cur]  # (Θ_l, W_lᵀ, dΘ_l) per layer
-        A, H, Z, D = plan.A, plan.H, plan.Z, plan.D
+        layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
+        H, Z, D = plan.H, plan.Z, plan.D
         last = len(layers) - 1
         scale = model.scale(Y.shape[0])
         for l in range(last + 1):  # forward
-            dot(A[l], layers[l][0], out=Z[l])  # Z_l = A_l Θ_l
+            W, b = layers[l][:2]
+            dot(H[l], W, out=Z[l])  # Z_l = H_l W_l + b_l
+            lib.add(Z[l], b, out=Z[l])
             if l < last:
                 self._activate(Z[l], H[l + 1], plan.T[l])  # H_(l+1) = f(Z_l)
-        loss, correct = self._loss(lib, Z[last], Y, scale, count, plan.E)  # δ_(L−1), over Z_(L−1)
-        if self._lr_in_delta:  # plain SGD: every gradient is linear in δ, so η δ gives η g
-            lib.multiply(D[last], self._constant_lr, out=D[last])
+        # δ_(L−1), over Z_(L−1); for plain SGD η rides along (every gradient is linear in δ, so η δ gives η g)
+        loss, correct = self._loss(lib, Z[last], Y, scale, self._delta_lr * scale, count, plan)
         for l in range(last, -1, -1):  # backward
-            dot(plan.AT[l], D[l], out=layers[l][2])  # (1) + (2): dΘ_l = A_lᵀ δ_l
+            dot(plan.HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
+            dot(plan.ones, D[l], out=layers[l][4])  # (2): db_l = 1ᵀ δ_l
             if l > 0:
-                dot(D[l], layers[l][1], out=D[l - 1])  # (3): dH_l = δ_l W_lᵀ
+                dot(D[l], layers[l][2], out=D[l - 1])  # (3): dH_l = δ_l W_lᵀ
                 self._derive(D[l - 1], H[l], plan.T[l - 1], Z[l - 1])  # (4): δ_(l−1) = dH_l ⊙ f′(Z_(l−1))
         P, G, S = self._buffers[self._cur], self._buffers[1 - self._cur], self._scratch
         penalty = 0.0
         if model.alpha:  # + (alpha/2) scale Σ ‖W‖²: dW += alpha · scale · W, over the flat buffers
             c = model.alpha * scale
-            if c != self._decay_c:
-                lib.multiply(self._weights, c, out=self._decay)  # alpha · scale on weights, 0 on biases
+            if c != self._decay_c:  # the batch size changed
+                for block in self._decay_blocks:
+                    block[:-1], block[-1] = c, 0.0
                 self._decay_c = c
             lib.multiply(P, self._decay, out=S)
             penalty = 0.5 * lib.vdot(S, P)
@@ -415,12 +451,12 @@ class FusedStep:
             self._cur = 1 - self._cur
         return loss, correct, ok
 
-    def _any_loss(self, lib, Z, Y, scale, count, scratch):
+    def _any_loss(self, lib, Z, Y, scale, dscale, count, plan):
         """A loss layer without a fused form: its array-API δ copied over Z."""
         link, xp = self.model.loss_layer, self.backend.xp
         out = link(xp, Z, Y, scale)
         correct = link.count_correct(xp, out.output, Y) if count else 0
-        lib.copyto(Z, out.delta)
+        lib.multiply(out.delta, dscale / scale, out=Z)
         return out.value, correct
 
     def _finite(self, loss, flat) -> bool:
@@ -451,10 +487,10 @@ class FusedStep:
               count_correct: bool = True):
         """The steps on rows ``batches`` (index arrays) of (X, Y), gathered straight into the buffers.
 
-        Returns ``(params, state, losses, corrects, first_bad)``: per-step lists for the steps
-        taken (corrects are 0 unless ``count_correct`` and the loss classifies), and the index
-        of the refused step (−1 if none; no step is taken after it).  ``should_stop`` is asked
-        after every step (a deferred Ctrl-C); when it says so, the steps taken so far are returned.
+        Returns ``(params, state, totals)``, `EpochTotals` of the steps taken: running sums, so
+        an epoch's memory does not grow with its length.  No step is taken after a refused one.
+        ``should_stop`` is asked after every step (a deferred Ctrl-C); when it says so, the steps
+        taken so far are returned.
         """
         with self._quiet():
             return self._epoch(params, state, X, Y, batches, should_stop, count_correct and self._classification)
@@ -463,7 +499,7 @@ class FusedStep:
         self._load(params, state)
         lib, backend = self.lib, self.backend
         gather = lib is np or (backend.is_native(X) and not isinstance(X, np.ndarray))  # X in lib's memory
-        losses, corrects, first_bad = [], [], -1
+        loss_sum, correct_sum, steps, scale = 0.0, 0, 0, self.model.scale
         count = np.asarray(float(state[0]), dtype=self.backend.dtype_name)[()]  # counted on the host, in the dtype
         one = count.dtype.type(1)
         for b, index in enumerate(batches):
@@ -480,12 +516,14 @@ class FusedStep:
                 plan.H[0][...] = backend.asarray(X[index])
                 plan.Y[...] = backend.asarray(Y[index])
             loss, correct, ok = self._run(plan, plan.Y, state, float(count), count_correct)
-            losses.append(loss)
-            corrects.append(correct)
             if not ok:
-                first_bad = b
-                break
+                totals = EpochTotals(loss_sum, correct_sum, steps, b, float(loss))
+                return self._params[self._cur], self._state(state, lib.asarray(count)), totals
+            loss_sum += float(loss) / scale(len(index))
+            correct_sum += int(correct)
+            steps += 1
             count = count + one
             if should_stop():
                 break
-        return self._params[self._cur], self._state(state, lib.asarray(count)), losses, corrects, first_bad
+        totals = EpochTotals(loss_sum, correct_sum, steps, -1, math.nan)
+        return self._params[self._cur], self._state(state, lib.asarray(count)), totals

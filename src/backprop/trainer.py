@@ -214,25 +214,22 @@ class Trainer:
         epoch stops early when ``interrupted()`` says so (a deferred Ctrl-C).
         """
         if isinstance(self.step, fused.FusedStep):
-            params, state, losses, corrects, first_bad = self.step.epoch(
+            self.params, self.opt_state, totals = self.step.epoch(
                 self.params, self.opt_state, X, Y, batches, should_stop=interrupted)
-            losses, corrects = np.asarray(losses, dtype=np.float64), np.asarray(corrects, dtype=np.float64)
-        else:
-            Xs, Ys = self._stack(X, batches), self._stack(Y, batches)
-            run = compiled_epoch(self.model, self.optimizer, self.backend)
-            params, state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
-            losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
-        self.params, self.opt_state = params, state
+            self.steps += totals.steps
+            if totals.first_bad >= 0:
+                raise _diverged(f"epoch {epoch}, batch {totals.first_bad}", totals.bad_loss)
+            return totals.loss, float(totals.correct)
+        Xs, Ys = self._stack(X, batches), self._stack(Y, batches)
+        run = compiled_epoch(self.model, self.optimizer, self.backend)
+        self.params, self.opt_state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
+        losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
         if first_bad >= 0:
             raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
-        if isinstance(batches, np.ndarray):  # JAX: full batches only
-            sizes = np.full(done, batches.shape[1], dtype=np.float64)
-        else:
-            sizes = np.fromiter((len(index) for index in batches[:done]), dtype=np.float64, count=done)
-        scales = 1.0 / sizes if self.model.reduction == "mean" else 1.0
-        return float(np.sum(losses[:done].astype(np.float64) / scales)), float(np.sum(corrects[:done], dtype=np.float64))
+        scale = self.model.scale(batches.shape[1])  # full batches only
+        return float(np.sum(losses[:done], dtype=np.float64) / scale), float(np.sum(corrects[:done], dtype=np.float64))
 
     def _stack(self, A, index: np.ndarray):
         """Rows ``index`` (n_batches × batch) of A as one (n_batches, batch, columns) device array."""
