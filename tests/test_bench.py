@@ -226,3 +226,26 @@ def test_wide_network_trains_stably_with_the_bench_optimizer():
     finally:
         c.release()
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_the_backprop_contender_reports_its_peak_memory(tmp_path):
+    """On NumPy the benchmark measures a step's peak (tracemalloc) against what a step needs."""
+    from backprop.backends import get_backend
+
+    contender = bench.build("backprop", "mnist", 64, get_backend("numpy"), "adam")
+    memory = contender.info["memory"]
+    needed_bytes, sizes, params = bench.needed_bytes, bench.NETWORKS["mnist"].layer_sizes, 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    assert needed_bytes(sizes, 64, 2 * 4 * params) == 4 * (4 * params + 64 * (784 + 2 * (512 + 256) + 2 * 10))
+    assert memory["measured_with"] == "tracemalloc" and memory["needed_bytes"] > 4 * 4 * params
+    assert memory["peak_bytes"] >= 4 * 4 * params and memory["ratio"] == memory["peak_bytes"] / memory["needed_bytes"]
+    assert memory["ratio"] <= 1.3
+    contender.release()
+    out = tmp_path / "bench"
+    assert main(["bench", "--networks", "seed", "--batch-sizes", "4", "--backends", "numpy", "--contenders",
+                 "backprop,matmul_floor", "--time-budget", "0.02", "--out", str(out)]) == 0
+    table = (out / "bench.txt").read_text()
+    assert "mem÷need" in table
+    backprop_row = next(line for line in table.splitlines() if line.startswith("seed") and "backprop" in line)
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    ratio = next(r for r in rows if r["contender"] == "backprop")["info"]["memory"]["ratio"]
+    assert backprop_row.split()[-1] == f"{ratio:.2f}"

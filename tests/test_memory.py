@@ -18,11 +18,15 @@ import pytest
 
 import backprop as bp
 from backprop import optim
+from backprop.bench import needed_bytes
 from backprop.fused import FusedStep
 from backprop.optim import tree_leaves
 from backprop.trainer import Trainer, compiled_step
 
 STEPS = 10_000
+# NumPy keeps a cache of small freed buffers, which tracemalloc still counts: a few KiB that come
+# and go.  A leak of one small object per step (32 bytes or more) would add 320 KB per 10,000 steps.
+SLACK = 64 * 1024
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def test_10000_steps_retain_no_memory(traced, path):
     trainer.fit(X, y, epochs=1, batch_size=1, progress=False)
     grown = _current() - before
     assert trainer.steps == 2 * STEPS and np.isfinite(trainer.history["loss"][-1])
-    assert grown < 16 * 1024, f"{grown} bytes retained by {STEPS} steps ({grown / STEPS:.1f} per step)"
+    assert grown < SLACK, f"{grown} bytes retained by {STEPS} steps ({grown / STEPS:.1f} per step)"
 
 
 def test_a_fused_epoch_runs_in_constant_memory(traced):
@@ -74,7 +78,7 @@ def test_a_fused_epoch_runs_in_constant_memory(traced):
     params, state, totals = step.epoch(params, state, X, Y, (np.array([i]) for i in range(STEPS)))
     peak = tracemalloc.get_traced_memory()[1] - before
     assert totals.steps == STEPS and totals.first_bad == -1 and float(state[0]) == STEPS + 1
-    assert peak < 32 * 1024, f"an epoch of {STEPS} steps peaked {peak} bytes above its start"
+    assert peak < SLACK, f"an epoch of {STEPS} steps peaked {peak} bytes above its start"
 
 
 CELLS = {  # the benchmark's optimizers on mnist-shaped networks
@@ -105,9 +109,5 @@ def test_a_step_peaks_within_1_3x_of_what_backprop_needs(cell):
     finally:
         tracemalloc.stop()
     assert ok and np.isfinite(float(loss))
-    nbytes = X.itemsize
-    weights = sum(a.size for a in tree_leaves(params)) * nbytes
-    slots = sum(a.size * a.itemsize for a in tree_leaves(state))
-    activations = n * (sizes[0] + 2 * sum(sizes[1:-1]) + 2 * sizes[-1]) * nbytes
-    needed = 2 * weights + slots + activations
+    needed = needed_bytes(sizes, n, sum(a.nbytes for a in tree_leaves(state)), X.itemsize)
     assert peak <= 1.3 * needed, f"peak {peak / 1e6:.2f} MB, needed {needed / 1e6:.2f} MB ({peak / needed:.2f}×)"

@@ -277,8 +277,11 @@ def test_interrupt_keeps_last_step_and_checkpoint_resumes(tmp_path):
     assert resumed.epoch == 2
 
 
-def test_compiled_epochs_match_step_by_step_on_jax():
+@pytest.mark.parametrize("unroll", ["", "1", "4", "32"], ids=["platform-default", "unroll-1", "unroll-4", "unroll-32"])
+def test_compiled_epochs_match_step_by_step_on_jax(unroll, monkeypatch):
+    """Any unroll, dividing the 6 full batches or not (4), or above them (32), runs the same steps."""
     pytest.importorskip("jax")
+    monkeypatch.setenv("BACKPROP_EPOCH_UNROLL", unroll)
     X, y = blobs(250)
     runs = {}
     for compile_epochs in (True, False):
@@ -292,6 +295,19 @@ def test_compiled_epochs_match_step_by_step_on_jax():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for key in h2:
         np.testing.assert_allclose(h1[key], h2[key], rtol=1e-5)
+
+
+def test_epoch_unroll_by_platform_and_environment(monkeypatch):
+    from backprop.backends.jax import epoch_unroll
+
+    monkeypatch.delenv("BACKPROP_EPOCH_UNROLL", raising=False)
+    assert (epoch_unroll("cpu"), epoch_unroll("gpu"), epoch_unroll("tpu")) == (4, 32, 32)
+    monkeypatch.setenv("BACKPROP_EPOCH_UNROLL", " 8 ")
+    assert epoch_unroll("cpu") == epoch_unroll("gpu") == 8
+    for bad in ("0", "-2", "four", "2.5"):
+        monkeypatch.setenv("BACKPROP_EPOCH_UNROLL", bad)
+        with pytest.raises(ValueError, match=f"BACKPROP_EPOCH_UNROLL must be a whole number >= 1, got '{bad}'"):
+            epoch_unroll("cpu")
 
 
 def test_per_batch_callbacks_still_see_every_batch_on_jax():

@@ -40,6 +40,7 @@ import os
 import platform
 import statistics
 import time
+import tracemalloc
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -209,6 +210,54 @@ def release_memory(backend: Backend | None = None) -> None:
         torch.cuda.empty_cache()
 
 
+def needed_bytes(layer_sizes: Sequence[int], batch: int, state_bytes: int, itemsize: int = 4) -> int:
+    """What a training step cannot do without: parameters + gradients + the optimizer state
+    (``state_bytes``) + one batch's activations (H_0 and Y, then Z_l and H_(l+1) for every layer;
+    δ_l can be written over Z_l)."""
+    sizes = list(layer_sizes)
+    params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+    activations = batch * (sizes[0] + 2 * sum(sizes[1:-1]) + 2 * sizes[-1])
+    return itemsize * (2 * params + activations) + state_bytes
+
+
+class StepMemory:
+    """The peak memory of a step on the backend's device, counting everything allocated since this
+    object was made that is still held: NumPy through tracemalloc (NumPy reports its buffers to
+    it), CuPy through its memory pool, which keeps the blocks freed during a step, so its size
+    after the step bounds the step's peak.  On JAX `peak` is None: XLA's peak statistic counts
+    from the start of the process, not per step."""
+
+    def __init__(self, backend: Backend):
+        self.kind = {"numpy": "tracemalloc", "cupy": "cupy memory pool"}.get(backend.name)
+        self._tracing = self.kind == "tracemalloc" and not tracemalloc.is_tracing()
+        if self._tracing:
+            tracemalloc.start()
+        release_memory(backend)
+
+    def settle(self) -> None:
+        """Forget what the set-up freed (initial parameters copied into the step's buffers)."""
+        gc.collect()
+        if self.kind == "tracemalloc":
+            tracemalloc.reset_peak()
+        elif self.kind is not None:
+            import cupy
+
+            cupy.get_default_memory_pool().free_all_blocks()
+
+    def peak(self) -> int | None:
+        """The peak since `settle` (and stop tracing)."""
+        if self.kind == "tracemalloc":
+            peak = tracemalloc.get_traced_memory()[1]
+            if self._tracing:
+                tracemalloc.stop()
+            return peak
+        if self.kind is not None:
+            import cupy
+
+            return int(cupy.get_default_memory_pool().total_bytes())
+        return None
+
+
 def _loaded(module: str):
     """The module if it has already been imported, else None (never imports it)."""
     import sys
@@ -269,8 +318,10 @@ def _host_params(backend: Backend, params) -> list:
 
 def build_backprop(network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0) -> Contender:
     """The library's compiled step (`Trainer.step`), fed back its own params and state."""
+    from .optim import tree_leaves
     from .trainer import Trainer
 
+    memory = StepMemory(backend)
     trainer = Trainer(network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed)
     _, X, Y = trainer.model.prepare(trainer.params, *make_data(network, batch, seed))
     box = {"params": trainer.params, "state": trainer.opt_state}
@@ -286,8 +337,19 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
     def close():
         box.clear()
 
+    info = {}
+    if memory.kind is not None:  # the peak of a step, against what a step needs (+ the batch it is fed)
+        step()
+        memory.settle()
+        step()
+        peak = memory.peak()
+        state_bytes = sum(int(a.nbytes) for a in tree_leaves(box["state"]))
+        need = needed_bytes(network.layer_sizes, batch, state_bytes, X.itemsize) + int(X.nbytes) + int(Y.nbytes)
+        info["memory"] = {"peak_bytes": peak, "needed_bytes": need, "ratio": peak / need, "measured_with": memory.kind}
+    else:
+        memory.peak()
     return Contender("backprop", network, batch, backend, step, lambda: _host_params(backend, box["params"]),
-                     step_flops(network.layer_sizes, batch), close=close)
+                     step_flops(network.layer_sizes, batch), info=info, close=close)
 
 
 def _random_like_pool(shape: tuple, pool: np.ndarray) -> np.ndarray:
@@ -769,6 +831,7 @@ def format_tables(report: dict) -> str:
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     lines.append(f"numpy BLAS: {blas}; optimizer: {report.get('settings', {}).get('optimizer', '?')}")
     rows = report.get("results", [])
+    any_memory = False
     for backend in report.get("backends", []):
         order = {name: i for i, name in enumerate(NETWORKS)}
         mine = sorted((r for r in rows if r["backend"] == backend["backend"]),
@@ -779,14 +842,18 @@ def format_tables(report: dict) -> str:
         where = f"{backend['device']} ({backend.get('kind', '?')}" + (f", {backend['threads']} threads)" if backend.get("threads") else ")")
         lines.append(f"{backend['backend']} on {where}, {backend['dtype']}, matmul in {backend['matmul']}")
         others = [c for c in CONTENDERS if any(r["contender"] == c for r in mine)]
+        memory = any(_memory_ratio(r) is not None for r in mine)
+        any_memory |= memory
         head = (f"{'network':<8}{'batch':>7}  {'contender':<13}{'median':>10}{'IQR':>10}{'rounds':>7}"
-                f"{'samples/s':>11}{'GFLOP/s':>9}" + "".join(f"{'÷' + ('floor' if c == 'matmul_floor' else c):>11}" for c in others))
+                f"{'samples/s':>11}{'GFLOP/s':>9}" + "".join(f"{'÷' + ('floor' if c == 'matmul_floor' else c):>11}" for c in others)
+                + (f"{'mem÷need':>10}" if memory else ""))
         lines += [head, "-" * len(head)]
         for r in mine:
             ratios = "".join(f"{(format(r['ratios'][c], '.2f') if c in r['ratios'] else '-'):>11}" for c in others)
             lines.append(f"{r['network']:<8}{r['batch']:>7}  {r['contender']:<13}{format_seconds(r['median_s']):>10}"
                          f"{format_seconds(r['iqr_s']):>10}{r['rounds']:>7}{format_rate(r['samples_per_s']):>11}"
-                         f"{r['gflops']:>9.3g}{ratios}")
+                         f"{r['gflops']:>9.3g}{ratios}"
+                         + (f"{(format(_memory_ratio(r), '.2f') if _memory_ratio(r) is not None else '-'):>10}" if memory else ""))
     if report.get("skipped"):
         lines.append("")
         lines.append("not measured:")
@@ -794,7 +861,14 @@ def format_tables(report: dict) -> str:
     lines.append("")
     lines.append("÷X = this row's median step time ÷ contender X's in the same cell (>1: slower than X). "
                  "GFLOP/s counts matrix-product FLOPs only.")
+    if any_memory:
+        lines.append("mem÷need = the step's peak memory (tracemalloc on NumPy, the memory pool on CuPy) ÷ parameters, "
+                     "gradients, optimizer state and one batch's activations, plus the batch the benchmark feeds it.")
     return "\n".join(lines)
+
+
+def _memory_ratio(row: dict) -> float | None:
+    return (row.get("info") or {}).get("memory", {}).get("ratio")
 
 
 def plot(report: dict, path: str) -> bool:

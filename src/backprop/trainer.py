@@ -84,7 +84,6 @@ def _build_step(model: MLP, optimizer, backend) -> Callable:
 
 
 _EPOCHS: dict = {}
-EPOCH_UNROLL = 4
 MAX_SCAN_BYTES = 1 << 28  # an epoch's shuffled data is staged on the device: at most 256 MiB
 
 
@@ -96,7 +95,10 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     After a refused (non-finite) step no later step of the epoch updates anything, and
     ``first_bad`` is its index (−1 when every step was finite).
     """
-    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend))
+    from .backends.jax import epoch_unroll
+
+    unroll = epoch_unroll(backend.device.platform)
+    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend), unroll)
     if key not in _EPOCHS:
         import jax
 
@@ -110,7 +112,7 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
                 return (params, state, first_bad, i + 1), (loss, correct)
 
             start = (params, state, xp.asarray(-1), xp.asarray(0))
-            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(body, start, (Xs, Ys), unroll=EPOCH_UNROLL)
+            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(body, start, (Xs, Ys), unroll=unroll)
             return params, state, losses, corrects, first_bad
 
         _EPOCHS[key] = jax.jit(epoch, donate_argnums=(0, 1))
