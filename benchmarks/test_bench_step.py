@@ -74,7 +74,7 @@ def _bench(benchmark, request, contender: str, network: str, batch: int, backend
                                     matmul=bench.effective_matmul_precision(c.backend), **c.info)
         loss = benchmark(c.step)
         if loss is not None:  # a step that computes garbage is not worth timing
-            assert math.isfinite(float(loss))
+            assert math.isfinite(bench.loss_of(loss))
     finally:
         c.release()
 

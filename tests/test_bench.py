@@ -59,7 +59,7 @@ def test_contender_takes_a_step(backend, network, contender):
         assert [p.shape for p in before] == [s for a, b in zip(bench.NETWORKS[network].layer_sizes[:-1],
                                                                 bench.NETWORKS[network].layer_sizes[1:])
                                              for s in ((a, b), (b,))]
-        losses = [float(c.step()) for _ in range(2)]
+        losses = [bench.loss_of(c.step()) for _ in range(2)]
         after = c.params()
         assert all(math.isfinite(v) for v in losses)
         assert any(not np.array_equal(x, y) for x, y in zip(before, after)), "the step did not change the parameters"
@@ -81,7 +81,7 @@ def test_contenders_compute_the_same_step(contender):
         for x, y in zip(ours.params(), theirs.params()):
             np.testing.assert_array_equal(x, y)
         for _ in range(3):
-            np.testing.assert_allclose(float(ours.step()), float(theirs.step()), rtol=rtol)
+            np.testing.assert_allclose(bench.loss_of(ours.step()), bench.loss_of(theirs.step()), rtol=rtol)
         for x, y in zip(ours.params(), theirs.params()):
             np.testing.assert_allclose(x, y, rtol=10 * rtol, atol=10 * rtol * 0.1)
     finally:
@@ -222,7 +222,7 @@ def test_wide_network_trains_stably_with_the_bench_optimizer():
     """Thousands of timed steps on one batch must not diverge (a NaN step would time garbage)."""
     c = bench.build("backprop", "wide", 2, "numpy")
     try:
-        losses = [float(c.step()) for _ in range(4)]
+        losses = [bench.loss_of(c.step()) for _ in range(4)]
     finally:
         c.release()
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

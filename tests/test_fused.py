@@ -80,7 +80,7 @@ def test_fused_step_equals_the_pure_step(backend64, network, opt):
     for n in (8, 8, 3, 8, 1):  # batch sizes change: buffers are planned per size
         _, X, Y = model.prepare(params, rng.normal(size=(n, 5)), _targets(loss, rng, n, 3))
         *expected, loss_pure, correct_pure, ok_pure = pure(*expected, X, Y)
-        *actual, loss_fused, correct_fused, ok_fused = fused(*actual, X, Y)
+        *actual, (loss_fused, correct_fused, ok_fused) = fused(*actual, X, Y)
         assert bool(ok_pure) and ok_fused
         np.testing.assert_allclose(float(loss_fused), float(loss_pure), rtol=1e-12)
         assert float(correct_fused) == float(correct_pure)
@@ -104,7 +104,7 @@ def test_plain_sgd_with_the_rate_folded_into_delta_equals_the_pure_step(backend6
     for n in (6, 6, 2):
         _, X, Y = model.prepare(params, rng.normal(size=(n, 4)), _targets(loss, rng, n, 3))
         *expected, loss_pure, _, _ = pure(*expected, X, Y)
-        *actual, loss_fused, _, ok = fused(*actual, X, Y)
+        *actual, (loss_fused, _, ok) = fused(*actual, X, Y)
         assert ok and float(loss_fused) == pytest.approx(float(loss_pure), rel=1e-12)
     for want, got in zip(_leaves(expected), _leaves(actual), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
@@ -143,7 +143,7 @@ def test_a_refused_step_changes_nothing(backend64):
     step = FusedStep(model, optimizer, backend64)
     params, state = step(params, optimizer.init(params), X, Y)[:2]  # one finite step
     before = _leaves(params) + _leaves(state)
-    new_params, new_state, loss, _, ok = step(params, state, X * float("inf"), Y)
+    new_params, new_state, (loss, _, ok) = step(params, state, X * float("inf"), Y)
     assert not ok and not np.isfinite(float(loss))
     for want, got in zip(before, _leaves(new_params) + _leaves(new_state), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -153,7 +153,7 @@ def test_an_update_that_overflows_keeps_the_parameters(backend64):
     """Finite loss and gradients (about 1e100), but η · g ≈ 1e400 overflows: the step is refused."""
     model, optimizer, params, X, Y = _setup(backend64, optim.SGD(1e300), activation="identity")
     step = FusedStep(model, optimizer, backend64)
-    new_params, _, loss, _, ok = step(params, optimizer.init(params), X * 1e50, Y)
+    new_params, _, (loss, _, ok) = step(params, optimizer.init(params), X * 1e50, Y)
     assert np.isfinite(float(loss)) and not ok
     for want, got in zip(_leaves(params), _leaves(new_params), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -210,7 +210,7 @@ def test_an_epoch_equals_its_steps_and_stops_on_request(backend64):
     state = optimizer.init(params)
     expected, losses = (params, state), []
     for index in batches:
-        *expected, loss, _, _ = stepwise(*expected, backend64.asarray(X[index]), backend64.asarray(Y[index]))
+        *expected, (loss, _, _) = stepwise(*expected, backend64.asarray(X[index]), backend64.asarray(Y[index]))
         losses.append(float(loss))
     Xh, Yh = X.astype(np.float64), Y.astype(np.float64)
     got_params, got_state, totals = whole.epoch(params, state, Xh, Yh, batches)

@@ -101,10 +101,10 @@ def test_a_step_peaks_within_1_3x_of_what_backprop_needs(cell):
     tracemalloc.start()
     try:
         step = FusedStep(model, optimizer, backend)
-        params, state, *_ = step(params, state, X, Y)  # copies params and state in, plans the buffers
+        params, state, _ = step(params, state, X, Y)  # copies params and state in, plans the buffers
         gc.collect()
         tracemalloc.reset_peak()
-        params, state, loss, _, ok = step(params, state, X, Y)
+        params, state, (loss, _, ok) = step(params, state, X, Y)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -507,3 +507,14 @@ def test_integer_seed_restores_the_seeded_generator_every_call():
     np.testing.assert_array_equal(mine.permutation(50), reference.permutation(50))
     assert _random_state(est) is mine and _random_state(est) is mine
     np.testing.assert_array_equal(mine.permutation(50), reference.permutation(50))  # went on, not reset
+
+
+def test_a_diverging_fit_names_the_problem_and_keeps_finite_weights(backend_name, blobs):
+    """On every backend (the fused epoch, or one compiled step per batch) a non-finite step is
+    refused, fit raises scikit-learn's message, and coefs_ hold the last finite step's weights."""
+    X, _ = blobs
+    reg = MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=10.0, max_iter=50,
+                       random_state=0, backend=backend_name)
+    with pytest.raises(ValueError, match="non-finite parameter weights.*last finite step"):
+        reg.fit(X, 1e10 * X[:, 0])
+    assert reg.n_iter_ < 50 and all(np.isfinite(w).all() for w in reg.coefs_ + reg.intercepts_)

@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, get_backend, probe
+from .backends import BACKENDS, Backend, get_backend, probe, to_host
 from .gradcheck import reference_loss
 from .mlp import MLP
 
@@ -161,8 +161,8 @@ def load_backend(name: str) -> Backend:
 class Contender:
     """One way of running a training step of one cell.
 
-    ``step()`` runs ONE step and synchronises the device; it returns the loss (a device scalar)
-    or None (matmul_floor).  ``params()``: the current parameters as NumPy arrays, W of shape
+    ``step()`` runs ONE step and synchronises the device; it returns the loss (a device scalar;
+    for ``backprop`` the step's [loss, correct, ok] array, see `loss_of`) or None (matmul_floor).  ``params()``: the current parameters as NumPy arrays, W of shape
     (fan_in, fan_out) then b, layer by layer (None for matmul_floor).  ``flops``: the FLOPs of
     one step, counted from the products the contender actually runs for matmul_floor.
     ``info``: facts worth recording (library versions, precision).
@@ -329,10 +329,10 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
     step_fn = trainer.step
 
     def step():
-        params, state, loss, _correct, _ok = step_fn(box["params"], box["state"], X, Y)
+        params, state, stats = step_fn(box["params"], box["state"], X, Y)
         box["params"], box["state"] = params, state
-        backend.synchronize(params, state, loss)
-        return loss
+        backend.synchronize(params, state, stats)
+        return stats  # [loss, correct, ok]
 
     def close():
         box.clear()
@@ -350,6 +350,11 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
         memory.peak()
     return Contender("backprop", network, batch, backend, step, lambda: _host_params(backend, box["params"]),
                      step_flops(network.layer_sizes, batch), info=info, close=close)
+
+
+def loss_of(result) -> float:
+    """The loss in what a contender's ``step()`` returned (a scalar, or backprop's stats array)."""
+    return float(to_host(result).reshape(-1)[0])
 
 
 def _random_like_pool(shape: tuple, pool: np.ndarray) -> np.ndarray:

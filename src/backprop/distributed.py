@@ -278,7 +278,7 @@ class DataParallel:
     # -- the step ------------------------------------------------------------------------------
     def wrap_step(self, step):
         """The data-parallel form of the compiled step ``(params, state, X, Y) -> (params, state,
-        loss, correct, ok)``: the same computation, compiled for the mesh (replicated outputs,
+        stats)``: the same computation, compiled for the mesh (replicated outputs,
         parameters and state donated), with its inputs placed on the mesh first."""
         import jax
 
@@ -352,10 +352,10 @@ def build_device_contender(network, batch: int, devices: int, optimizer: str = "
     step_fn = trainer.step
 
     def step():
-        params, state, loss, _correct, _ok = step_fn(box["params"], box["state"], X, Y)
+        params, state, stats = step_fn(box["params"], box["state"], X, Y)
         box["params"], box["state"] = params, state
-        jax.block_until_ready((params, state, loss))
-        return loss
+        jax.block_until_ready((params, state, stats))
+        return stats  # [loss, correct, ok]
 
     info = {"devices": devices, "device_names": _names(parallel.mesh.devices.flat),
             "platform": parallel.device.platform}

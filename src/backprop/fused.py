@@ -291,8 +291,9 @@ class _Plan:
 
 
 class FusedStep:
-    """The Trainer's step ``(params, state, X, Y) -> (params, state, loss, correct, ok)`` on
-    preallocated buffers (see the module docstring); `epoch` runs many steps in one call."""
+    """The Trainer's step ``(params, state, X, Y) -> (params, state, stats)`` on preallocated
+    buffers (see the module docstring), stats = [loss, correct, ok] as a host array (the step has
+    synchronised to check finiteness anyway); `epoch` runs many steps in one call."""
 
     MAX_PLANS = 4  # batch sizes whose buffers are kept (the full batch, the last partial one...)
 
@@ -399,7 +400,7 @@ class FusedStep:
 
     # -- the step --------------------------------------------------------------------------
     def _run(self, plan: _Plan, Y, state, t: float, count: bool):
-        """One step (the t-th, 0-based) on the batch in plan.A[0]; returns (loss, correct, ok)
+        """One step (the t-th, 0-based) on the batch in plan.H[0]; returns (loss, correct, ok)
         (correct = 0 unless ``count``)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
         layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
@@ -476,7 +477,7 @@ class FusedStep:
             plan.H[0][...] = X
             loss, correct, ok = self._run(plan, Y, state, float(count), self._classification)
         state = self._state(state, self.lib.asarray(count + 1.0) if ok else count)
-        return self._params[self._cur], state, loss, correct, ok
+        return self._params[self._cur], state, np.array([float(loss), float(correct), float(ok)])
 
     def _quiet(self):
         """No NumPy floating-point warnings inside a step (non-finite results are caught and

@@ -557,7 +557,6 @@ class _BaseMLP(BaseEstimator):
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = _shuffled(sample_idx, self._random_state)
-                total, losses, all_ok = 0.0, [], True
                 if fused:  # NumPy, CuPy: the epoch's steps in one call
                     rows = [sample_idx[batch] for batch in batches]
                     with deferred_interrupt() as interrupted:  # Ctrl-C lands between two steps
@@ -570,20 +569,21 @@ class _BaseMLP(BaseEstimator):
                     total, all_ok = totals.loss, totals.first_bad < 0  # Σ batch loss × batch size, as scikit-learn
                 else:  # JAX, array_api_strict: one compiled step per batch, no host synchronisation inside the epoch
                     order = backend.asarray(sample_idx) if self.shuffle else None
+                    stats = []  # [loss, correct, ok] per step, brought to the host once per epoch
                     for batch in batches:
                         if self.shuffle:
                             index = order[batch]
                             Xb, Yb = xp.take(X_train, index, axis=0), xp.take(Y_train, index, axis=0)
                         else:
                             Xb, Yb = X_train[batch, ...], Y_train[batch, ...]
-                        params, state, loss, _, ok = trainer.step(trainer.params, trainer.opt_state, Xb, Yb)
-                        trainer.params, trainer.opt_state = params, state
-                        losses.append(loss * (batch.stop - batch.start))
-                        all_ok = ok if all_ok is True else xp.logical_and(all_ok, ok)
+                        trainer.params, trainer.opt_state, step_stats = trainer.step(
+                            trainer.params, trainer.opt_state, Xb, Yb)
+                        stats.append(step_stats)
                         trainer.steps += 1
-                if losses:
-                    total = float(np.sum(backend.to_numpy(xp.stack(losses)), dtype=np.float64))
-                if not bool(all_ok):
+                    stats = backend.to_numpy(xp.stack(stats)).astype(np.float64)
+                    sizes = np.array([batch.stop - batch.start for batch in batches], dtype=np.float64)
+                    total, all_ok = float(stats[:, 0] @ sizes), bool(np.all(stats[:, 2]))  # Σ loss × batch size, as scikit-learn
+                if not all_ok:
                     self.coefs_, self.intercepts_ = _to_host_params(backend, trainer.params)
                     raise ValueError(
                         "Solver produced non-finite parameter weights. The input data may contain large values "

@@ -27,7 +27,7 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from . import checkpoint, fused
-from .backends import get_backend
+from .backends import get_backend, to_host
 from .callbacks import Callback
 from .distributed import data_parallel
 from .mlp import MLP
@@ -51,7 +51,8 @@ _STEPS: dict = {}
 
 
 def compiled_step(model: MLP, optimizer, backend) -> Callable:
-    """The compiled step ``(params, state, X, Y) -> (params, state, loss, correct, ok)``.
+    """The compiled step ``(params, state, X, Y) -> (params, state, stats)``, where ``stats`` is one
+    array [loss, correct, ok] (ok 1 or 0): one output, one transfer to the host, instead of three.
 
     Steps are cached by (model config, optimizer config, backend), so trainers of the same
     network (cross-validation, grid searches) share one compilation.
@@ -80,7 +81,13 @@ def _pure_step(model: MLP, optimizer, backend) -> Callable:
 
 
 def _build_step(model: MLP, optimizer, backend) -> Callable:
-    return backend.jit(_pure_step(model, optimizer, backend), donate_argnums=(0, 1))
+    pure, xp = _pure_step(model, optimizer, backend), backend.xp
+
+    def step(params, state, X, Y):
+        params, state, loss, correct, ok = pure(params, state, X, Y)
+        return params, state, xp.stack([loss, xp.astype(correct, loss.dtype), xp.astype(ok, loss.dtype)])
+
+    return backend.jit(step, donate_argnums=(0, 1))
 
 
 _EPOCHS: dict = {}
@@ -201,12 +208,12 @@ class Trainer:
 
     # -- the step ----------------------------------------------------------------------------
     def _run_step(self, X, Y, where: str) -> tuple[float, float]:
-        params, state, loss, correct, ok = self.step(self.params, self.opt_state, X, Y)
-        self.params, self.opt_state = params, state
-        if not bool(ok):
-            raise _diverged(where, float(loss))
+        self.params, self.opt_state, stats = self.step(self.params, self.opt_state, X, Y)
+        loss, correct, ok = (float(v) for v in to_host(stats))
+        if not ok:
+            raise _diverged(where, loss)
         self.steps += 1
-        return float(loss), float(correct)
+        return loss, correct
 
     def _run_epoch(self, X, Y, batches: Sequence, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
         """Many steps in one call: the fused step's `epoch` (NumPy, CuPy), or on JAX the batches
