@@ -367,6 +367,8 @@ class FusedStep:
                 self._plans.pop(next(iter(self._plans)))
             with self._on_device():
                 plan = self._plans[n] = _Plan(self.lib, self.model, n, self.dtype, self._fused_derivative)
+            plan.scale = self.model.scale(n)  # the loss's factor, and δ's (× η when η rides on δ)
+            plan.dscale = self._delta_lr * plan.scale
         return plan
 
     def _load(self, params, state):
@@ -405,8 +407,7 @@ class FusedStep:
         lib, model, dot = self.lib, self.model, self.lib.dot
         layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
         H, Z, D = plan.H, plan.Z, plan.D
-        last = len(layers) - 1
-        scale = model.scale(Y.shape[0])
+        last, scale = len(layers) - 1, plan.scale
         for l in range(last + 1):  # forward
             W, b = layers[l][:2]
             dot(H[l], W, out=Z[l])  # Z_l = H_l W_l + b_l
@@ -414,7 +415,7 @@ class FusedStep:
             if l < last:
                 self._activate(Z[l], H[l + 1], plan.T[l])  # H_(l+1) = f(Z_l)
         # δ_(L−1), over Z_(L−1); for plain SGD η rides along (every gradient is linear in δ, so η δ gives η g)
-        loss, correct = self._loss(lib, Z[last], Y, scale, self._delta_lr * scale, count, plan)
+        loss, correct = self._loss(lib, Z[last], Y, scale, plan.dscale, count, plan)
         for l in range(last, -1, -1):  # backward
             dot(plan.HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
             dot(plan.ones, D[l], out=layers[l][4])  # (2): db_l = 1ᵀ δ_l
@@ -500,7 +501,7 @@ class FusedStep:
         self._load(params, state)
         lib, backend = self.lib, self.backend
         gather = lib is np or (backend.is_native(X) and not isinstance(X, np.ndarray))  # X in lib's memory
-        loss_sum, correct_sum, steps, scale = 0.0, 0, 0, self.model.scale
+        loss_sum, correct_sum, steps = 0.0, 0, 0
         count = np.asarray(float(state[0]), dtype=self.backend.dtype_name)[()]  # counted on the host, in the dtype
         one = count.dtype.type(1)
         for b, index in enumerate(batches):
@@ -520,7 +521,7 @@ class FusedStep:
             if not ok:
                 totals = EpochTotals(loss_sum, correct_sum, steps, b, float(loss))
                 return self._params[self._cur], self._state(state, lib.asarray(count)), totals
-            loss_sum += float(loss) / scale(len(index))
+            loss_sum += float(loss) / plan.scale
             correct_sum += int(correct)
             steps += 1
             count = count + one
