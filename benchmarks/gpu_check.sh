@@ -11,7 +11,8 @@
 #   OUT=/tmp/results bash benchmarks/gpu_check.sh
 #   bash benchmarks/gpu_check.sh --dry-run    # the same logic on the CPU (numpy + jax), small and quick
 #
-# Knobs (environment): PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (145 s per
+# Knobs (environment): EPOCH_UNROLLS (e.g. "1 8 32 128": also time JAX's whole epochs at each
+# scan unroll; off by default), PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (145 s per
 # test run), BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS
 # (cupy,jax), BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the
 # benchmarks (default highest: true float32 on JAX as on CuPy, so the two compare like with like;
@@ -22,7 +23,7 @@ DRY_RUN=0
 case "${1:-}" in
   --dry-run) DRY_RUN=1 ;;
   "") ;;
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
 esac
 
@@ -145,6 +146,14 @@ phase bench "$BENCH_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PR
   "$PYTHON" -m backprop bench --backends "$BENCH_BACKENDS" --networks "$BENCH_NETWORKS" \
   --batch-sizes "$BENCH_BATCH_SIZES" --time-budget "$BENCH_BUDGET" --max-seconds "$((BENCH_TIMEOUT - 35))" \
   --out "$OUT"
+
+# 5. Optional (EPOCH_UNROLLS="1 8 32 128"): JAX's whole epochs of the 2-3-1 network at each scan
+#    unroll, to set backends.jax.UNROLL_ACCELERATOR from a measurement (2,000-step epochs).
+for unroll in ${EPOCH_UNROLLS:-}; do
+  phase "epoch-unroll-$unroll" 120 env BACKPROP_EPOCH_UNROLL="$unroll" BACKPROP_BENCH_EPOCH_STEPS=2000 \
+    "$PYTHON" -m pytest -q -p no:cacheprovider benchmarks/test_bench_epoch.py --benchmark-only \
+    -k "jax and whole" --benchmark-columns=median,iqr,rounds
+done
 
 note "total: $((SECONDS - START)) s; results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
 [[ $STATUS == 0 ]] && note "GPU check: PASSED" || note "GPU check: FAILED (see the logs above)"

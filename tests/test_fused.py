@@ -317,7 +317,9 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     Y[0] = 0.25  # a probability row, not one-hot
     want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
     delta = Z.copy()
-    plan = SimpleNamespace(E=np.empty((2, *Z.shape), dtype=Z.dtype), ones_out=np.ones(4, dtype=Z.dtype))
+    plan = SimpleNamespace(E=np.empty((2, *Z.shape), dtype=Z.dtype), ones_out=np.ones(4, dtype=Z.dtype),
+                           rows=np.empty((3, 9), dtype=Z.dtype), classes=np.empty((2, 9), dtype=np.intp),
+                           hits=np.empty(9, dtype=bool))
     loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, 0.3 / 9, True, plan)
     rtol = 1e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)

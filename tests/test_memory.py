@@ -111,3 +111,39 @@ def test_a_step_peaks_within_1_3x_of_what_backprop_needs(cell):
     assert ok and np.isfinite(float(loss))
     needed = needed_bytes(sizes, n, sum(a.nbytes for a in tree_leaves(state)), X.itemsize)
     assert peak <= 1.3 * needed, f"peak {peak / 1e6:.2f} MB, needed {needed / 1e6:.2f} MB ({peak / needed:.2f}×)"
+
+
+def _transient_bytes(model, optimizer, n: int) -> int:
+    """The peak of a step's allocations beyond what is held, after its first step at batch size n."""
+    backend = bp.backends.get_backend("numpy")
+    rng = np.random.default_rng(0)
+    params = model.init(0, backend)
+    k = model.layer_sizes[-1]
+    y = rng.integers(0, k, n) if model.loss_layer.classification else rng.normal(size=(n, k))
+    _, X, Y = model.prepare(params, rng.normal(size=(n, model.layer_sizes[0])), y)
+    step, state = FusedStep(model, optimizer, backend), optimizer.init(params)
+    params, state, _ = step(params, state, X, Y)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        params, state, stats = step(params, state, X, Y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stats[2] == 1.0
+    return peak - held
+
+
+@pytest.mark.parametrize("activation, loss, optimizer", [
+    ("relu", "softmax_cross_entropy", optim.Adam(1e-3)),  # with the accuracy count
+    ("sigmoid", "softmax_cross_entropy", optim.SGD(0.1)),
+    ("tanh", "squared_error", optim.SGD(0.1, momentum=0.9, nesterov=True)),
+], ids=["relu-softmax-adam", "sigmoid-softmax-sgd", "tanh-squared-nesterov"])
+def test_a_step_allocates_nothing_that_grows_with_the_batch(activation, loss, optimizer):
+    """Every array a step needs is planned per batch size: its transient allocations (NumPy's
+    constant-size ufunc buffers) are the same at batch 256 and 8192, where one per-row vector
+    would add 32 KB."""
+    model = bp.MLP([64, 128, 10], activation=activation, loss=loss, alpha=1e-4)
+    small, large = _transient_bytes(model, optimizer, 256), _transient_bytes(model, optimizer, 8192)
+    assert large - small < 4 * 1024, f"transient bytes: {small} at batch 256, {large} at batch 8192"

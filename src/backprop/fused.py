@@ -115,20 +115,29 @@ def _softmax_cross_entropy(lib, Z, Y, scale, dscale, count, plan):
     largest entry instead (the textbook form; a reduction along rows, slow over few columns).
     """
     E, ones = plan.E[0], plan.ones_out  # row sums as products: faster than sum(axis=1) over few columns
+    total, log_total, y_sum = plan.rows
     shift = Z.max()
     lib.subtract(Z, shift, out=E)
     lib.exp(E, out=E)
-    total = E.dot(ones)
+    lib.dot(E, ones, out=total)
     if total.min() < _TINY_SQRT[Z.dtype.char]:
         shift = Z.max(axis=1, keepdims=True)
         lib.subtract(Z, shift, out=E)
         lib.exp(E, out=E)
-        total = E.dot(ones)
+        lib.dot(E, ones, out=total)
     Z -= shift
-    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(Y.dot(ones), lib.log(total)))  # Σ y (z − shift − log Σ e^(z − shift))
+    lib.dot(Y, ones, out=y_sum)
+    lib.log(total, out=log_total)
+    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
     lib.divide(dscale, total, out=total)
     E *= total[:, None]  # dscale · ŷ, ŷ = softmax(Z)
-    correct = lib.count_nonzero(lib.argmax(E, axis=1) == lib.argmax(Y, axis=1)) if count else 0
+    correct = 0
+    if count:  # rows whose largest output is the target's largest
+        predicted, target = plan.classes
+        lib.argmax(E, axis=1, out=predicted)
+        lib.argmax(Y, axis=1, out=target)
+        lib.equal(predicted, target, out=plan.hits)
+        correct = lib.count_nonzero(plan.hits)
     lib.multiply(Y, dscale, out=Z)
     lib.subtract(E, Z, out=Z)
     return loss, correct
@@ -288,6 +297,8 @@ class _Plan:
         self.E = lib.empty((2, n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
         self.ones = lib.ones(n, dtype=dtype)  # db = 1ᵀ δ
         self.ones_out = lib.ones(sizes[-1], dtype=dtype)  # the loss layer's row sums
+        self.rows = lib.empty((3, n), dtype=dtype)  # the loss layer's per-row vectors
+        self.classes, self.hits = lib.empty((2, n), dtype=np.intp), lib.empty(n, dtype=bool)  # accuracy
 
 
 class FusedStep:
