@@ -47,8 +47,9 @@ from .optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
 
 
 # -- activations: out = f(Z), and δ ⊙= f′ from H = f(Z) -------------------------------------------
-# Z may be overwritten; T (Z's shape, one per layer) carries what the derivative needs from the
-# forward pass (relu's mask) or serves the derivative as scratch.
+# Z may be overwritten; T (Z's shape) carries what the derivative needs from the forward pass
+# (relu's mask, one T per layer, see KEEPS_MASK) or serves the derivative as scratch (one buffer
+# shared by every layer).
 def _sigmoid(lib, Z, out, T):
     """σ(Z) = 1 / (1 + e^(−Z)): for large −Z, e^(−Z) = inf and σ = 0 (the step runs with NumPy's
     floating-point warnings off).  Cheaper than the array-API form's ½ tanh(Z/2) + ½: NumPy's float32
