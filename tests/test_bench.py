@@ -249,3 +249,19 @@ def test_the_backprop_contender_reports_its_peak_memory(tmp_path):
     rows = json.loads((out / "bench.json").read_text())["results"]
     ratio = next(r for r in rows if r["contender"] == "backprop")["info"]["memory"]["ratio"]
     assert backprop_row.split()[-1] == f"{ratio:.2f}"
+
+
+def test_a_failing_build_leaves_no_tracing_behind(monkeypatch):
+    """The memory probe stops tracemalloc even when building the contender fails."""
+    import tracemalloc
+
+    from backprop.backends import get_backend
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room for the step's buffers")
+
+    monkeypatch.setattr(bench, "make_data", fail)
+    assert not tracemalloc.is_tracing()
+    with pytest.raises(MemoryError, match="no room"):
+        bench.build_backprop(bench.NETWORKS["seed"], 2, get_backend("numpy"))
+    assert not tracemalloc.is_tracing()

@@ -245,17 +245,20 @@ class StepMemory:
             cupy.get_default_memory_pool().free_all_blocks()
 
     def peak(self) -> int | None:
-        """The peak since `settle` (and stop tracing)."""
+        """The peak since `settle`."""
         if self.kind == "tracemalloc":
-            peak = tracemalloc.get_traced_memory()[1]
-            if self._tracing:
-                tracemalloc.stop()
-            return peak
+            return tracemalloc.get_traced_memory()[1]
         if self.kind is not None:
             import cupy
 
             return int(cupy.get_default_memory_pool().total_bytes())
         return None
+
+    def stop(self) -> None:
+        """Stop tracing, if this object started it (also when building or stepping failed)."""
+        if self._tracing:
+            tracemalloc.stop()
+            self._tracing = False
 
 
 def _loaded(module: str):
@@ -322,32 +325,34 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
     from .trainer import Trainer
 
     memory = StepMemory(backend)
-    trainer = Trainer(network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed)
-    _, X, Y = trainer.model.prepare(trainer.params, *make_data(network, batch, seed))
-    box = {"params": trainer.params, "state": trainer.opt_state}
-    trainer.params = trainer.opt_state = None  # donated on JAX: only the returned ones are valid
-    step_fn = trainer.step
+    try:
+        trainer = Trainer(network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed)
+        _, X, Y = trainer.model.prepare(trainer.params, *make_data(network, batch, seed))
+        box = {"params": trainer.params, "state": trainer.opt_state}
+        trainer.params = trainer.opt_state = None  # donated on JAX: only the returned ones are valid
+        step_fn = trainer.step
 
-    def step():
-        params, state, stats = step_fn(box["params"], box["state"], X, Y)
-        box["params"], box["state"] = params, state
-        backend.synchronize(params, state, stats)
-        return stats  # [loss, correct, ok]
+        def step():
+            params, state, stats = step_fn(box["params"], box["state"], X, Y)
+            box["params"], box["state"] = params, state
+            backend.synchronize(params, state, stats)
+            return stats  # [loss, correct, ok]
+
+        info = {}
+        if memory.kind is not None:  # the peak of a step, against what a step needs (+ the batch it is fed)
+            step()
+            memory.settle()
+            step()
+            peak = memory.peak()
+            state_bytes = sum(int(a.nbytes) for a in tree_leaves(box["state"]))
+            need = needed_bytes(network.layer_sizes, batch, state_bytes, X.itemsize) + int(X.nbytes) + int(Y.nbytes)
+            info["memory"] = {"peak_bytes": peak, "needed_bytes": need, "ratio": peak / need, "measured_with": memory.kind}
+    finally:
+        memory.stop()
 
     def close():
         box.clear()
 
-    info = {}
-    if memory.kind is not None:  # the peak of a step, against what a step needs (+ the batch it is fed)
-        step()
-        memory.settle()
-        step()
-        peak = memory.peak()
-        state_bytes = sum(int(a.nbytes) for a in tree_leaves(box["state"]))
-        need = needed_bytes(network.layer_sizes, batch, state_bytes, X.itemsize) + int(X.nbytes) + int(Y.nbytes)
-        info["memory"] = {"peak_bytes": peak, "needed_bytes": need, "ratio": peak / need, "measured_with": memory.kind}
-    else:
-        memory.peak()
     return Contender("backprop", network, batch, backend, step, lambda: _host_params(backend, box["params"]),
                      step_flops(network.layer_sizes, batch), info=info, close=close)
 
@@ -855,10 +860,11 @@ def format_tables(report: dict) -> str:
         lines += [head, "-" * len(head)]
         for r in mine:
             ratios = "".join(f"{(format(r['ratios'][c], '.2f') if c in r['ratios'] else '-'):>11}" for c in others)
+            mem = _memory_ratio(r)
             lines.append(f"{r['network']:<8}{r['batch']:>7}  {r['contender']:<13}{format_seconds(r['median_s']):>10}"
                          f"{format_seconds(r['iqr_s']):>10}{r['rounds']:>7}{format_rate(r['samples_per_s']):>11}"
                          f"{r['gflops']:>9.3g}{ratios}"
-                         + (f"{(format(_memory_ratio(r), '.2f') if _memory_ratio(r) is not None else '-'):>10}" if memory else ""))
+                         + (f"{(format(mem, '.2f') if mem is not None else '-'):>10}" if memory else ""))
     if report.get("skipped"):
         lines.append("")
         lines.append("not measured:")
