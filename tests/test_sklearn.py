@@ -4,7 +4,10 @@ MLPs, parity of test scores, the model-selection tools, pickling, every backend,
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import signal
+import threading
 import warnings
 from contextlib import redirect_stdout
 
@@ -283,6 +286,44 @@ def test_partial_fit_keeps_the_sgd_state_across_calls_and_pickling(small_regress
     for _ in range(6):
         ref.partial_fit(X, Y)
     np.testing.assert_allclose(a.loss_curve_, ref.loss_curve_, rtol=1e-3)
+
+
+def test_refit_reuses_the_trainer_with_a_fresh_start(blobs):
+    """A second fit, even after partial_fit calls, equals a new estimator's fit (fresh weights and
+    optimizer state); the trainer and its buffers are reused when the network is the same."""
+    X, y = blobs
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = list(clf.fit(X, y).loss_curve_)
+        trainer = clf._trainer
+        clf.partial_fit(X, y).partial_fit(X, y)
+        clf.fit(X, y)
+        assert clf._trainer is trainer and clf.loss_curve_ == first
+        fresh = MLPClassifier((8,), max_iter=5, random_state=0, backend="numpy").fit(X, y)
+        for a, b in zip(clf.coefs_ + clf.intercepts_, fresh.coefs_ + fresh.intercepts_, strict=True):
+            np.testing.assert_array_equal(a, b)
+        clf.set_params(hidden_layer_sizes=(5,)).fit(X, y)  # another network: another trainer
+        assert clf._trainer is not trainer and clf.coefs_[0].shape == (X.shape[1], 5)
+
+
+def test_ctrl_c_stops_fit_between_steps():
+    """SIGINT during fit: scikit-learn's "Training interrupted by user." warning, the weights of
+    the last whole step (finite), and Python's SIGINT handler back in place."""
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
+        pytest.skip("signals reach the main thread only")
+    X, y = make_blobs(4000, n_features=8, centers=3, random_state=0)
+    clf = MLPClassifier((32,), batch_size=2, max_iter=100000, random_state=0, backend="numpy")
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            clf.fit(X, y)
+    finally:
+        timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert 0 < clf.n_iter_ < 100000 and all(np.isfinite(w).all() for w in clf.coefs_ + clf.intercepts_)
+    assert clf.score(X, y) > 0.5
 
 
 def test_partial_fit_moves_its_state_to_another_backend(small_regression):

@@ -71,6 +71,7 @@ Differences from scikit-learn
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import numbers
 import warnings
@@ -253,6 +254,19 @@ def _random_state(estimator):
     _, generator, state = saved  # this estimator's own generator, never the caller's
     generator.set_state(state)
     return generator
+
+
+def _fit_label_binarizer(y) -> LabelBinarizer:
+    """``LabelBinarizer().fit(y)``.  For 1-D integer, boolean and string labels, whose type is
+    "binary" (at most two classes) or "multiclass" and whose classes are ``np.unique(y)``, the
+    fitted attributes are set directly: type_of_target's checks cost about 1 ms per fit."""
+    binarizer = LabelBinarizer()
+    if y.ndim != 1 or y.dtype.kind not in "biuU" or y.shape[0] == 0:
+        return binarizer.fit(y)
+    binarizer.classes_ = np.unique(y)
+    binarizer.y_type_ = "multiclass" if len(binarizer.classes_) > 2 else "binary"
+    binarizer.sparse_input_ = False
+    return binarizer
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
@@ -476,9 +490,8 @@ class _BaseMLP(BaseEstimator):
             self.intercepts_.append(b.astype(dtype, copy=False))
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
-        self._trainer = None
         self._opt_state_host = None
-        self._optimizer_signature = None
+        self._optimizer_signature = None  # nothing to resume: the next trainer's optimizer state starts fresh
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -493,28 +506,30 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None
 
     def _get_trainer(self, backend, model: _SklearnMLP, optimizer, incremental: bool) -> Trainer:
-        """The Trainer for this fit: its compiled step shared with every trainer of the same network
-        and optimizer (the Trainer caches steps by config), its params from coefs_, its optimizer
-        state fresh (fit) or kept from the last call (partial_fit)."""
+        """The Trainer for this call, its params from coefs_.  Its optimizer state goes on from the
+        last call for partial_fit with unchanged hyperparameters, else starts fresh.  The last
+        call's trainer is reused, buffers and all, when it ran the same network and optimizer on
+        the same backend (building one costs about an epoch of digits); its compiled step is
+        shared with every trainer of the same network and optimizer anyway (cached by config)."""
         signature = (model.key, self._optimizer_key(optimizer))
+        # partial_fit goes on with the last call's optimizer state (none after _initialize)
+        resume = incremental and getattr(self, "_optimizer_signature", None) == signature
         old = getattr(self, "_trainer", None)
-        keep = incremental and getattr(self, "_optimizer_signature", None) == signature
-        if keep and old is not None and _backend_key(old.backend) == _backend_key(backend):
-            old.params = self._device_params(backend)  # partial_fit goes on; coefs_ may have been set
-            return old
-        state = None
-        if keep:  # the state of the last partial_fit, moved through the host (pickled, or another backend)
-            state = _host_tree(old.backend, old.opt_state) if old is not None else getattr(self, "_opt_state_host", None)
-
-        trainer = Trainer(model, optimizer, backend=backend, seed=0)  # its compiled step is cached by config
-        trainer.params = self._device_params(backend)
-        if state is not None:
-            trainer.opt_state = _device_tree(backend, state)
-        elif isinstance(optimizer, _StateRateSGD):
-            trainer.opt_state = optimizer.init_with_rate(trainer.params, float(self.learning_rate_init))
+        if old is not None and self._trainer_signature == signature and _backend_key(old.backend) == _backend_key(backend):
+            trainer = old
         else:
-            trainer.opt_state = optimizer.init(trainer.params)
-        self._trainer, self._opt_state_host, self._optimizer_signature = trainer, None, signature
+            if resume and old is not None:  # the state moves to the other backend through the host
+                self._opt_state_host = _host_tree(old.backend, old.opt_state)
+            trainer = Trainer(model, optimizer, backend=backend, seed=0)
+        trainer.params = self._device_params(backend)
+        if resume and trainer is not old and self._opt_state_host is not None:  # unpickled, or another backend
+            trainer.opt_state = _device_tree(backend, self._opt_state_host)
+        elif not resume or trainer is not old:
+            if isinstance(optimizer, _StateRateSGD):
+                trainer.opt_state = optimizer.init_with_rate(trainer.params, float(self.learning_rate_init))
+            else:
+                trainer.opt_state = optimizer.init(trainer.params)
+        self._trainer, self._trainer_signature, self._opt_state_host, self._optimizer_signature = trainer, signature, None, signature
         return trainer
 
     def _fit_stochastic(self, backend, X, Y, incremental: bool) -> None:
@@ -552,88 +567,92 @@ class _BaseMLP(BaseEstimator):
         fused = isinstance(trainer.step, FusedStep)
         sample_idx = np.arange(n_samples, dtype=int)
         batches = _batches(n_samples, batch_size)
-        try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    sample_idx = _shuffled(sample_idx, self._random_state)
-                if fused:  # NumPy, CuPy: the epoch's steps in one call
-                    rows = [sample_idx[batch] for batch in batches]
-                    with deferred_interrupt() as interrupted:  # Ctrl-C lands between two steps
+        # NumPy, CuPy: Ctrl-C only sets a flag, read between two steps and between two epochs (the
+        # fused step writes its buffers in place)
+        with deferred_interrupt() if fused else contextlib.nullcontext(lambda: False) as interrupted:
+            try:
+                self.n_iter_ = 0
+                for _ in range(self.max_iter):
+                    if interrupted():
+                        raise KeyboardInterrupt
+                    if self.shuffle:
+                        sample_idx = _shuffled(sample_idx, self._random_state)
+                    if fused:  # NumPy, CuPy: the epoch's steps in one call
+                        rows = [sample_idx[batch] for batch in batches]
                         trainer.params, trainer.opt_state, totals = trainer.step.epoch(
                             trainer.params, trainer.opt_state, X_train, Y_train, rows, should_stop=interrupted,
                             count_correct=False)
-                    trainer.steps += totals.steps
-                    if interrupted():
-                        raise KeyboardInterrupt
-                    total, all_ok = totals.loss, totals.first_bad < 0  # Σ batch loss × batch size, as scikit-learn
-                else:  # JAX, array_api_strict: one compiled step per batch, no host synchronisation inside the epoch
-                    order = backend.asarray(sample_idx) if self.shuffle else None
-                    stats = []  # [loss, correct, ok] per step, brought to the host once per epoch
-                    for batch in batches:
-                        if self.shuffle:
-                            index = order[batch]
-                            Xb, Yb = xp.take(X_train, index, axis=0), xp.take(Y_train, index, axis=0)
-                        else:
-                            Xb, Yb = X_train[batch, ...], Y_train[batch, ...]
-                        trainer.params, trainer.opt_state, step_stats = trainer.step(
-                            trainer.params, trainer.opt_state, Xb, Yb)
-                        stats.append(step_stats)
-                        trainer.steps += 1
-                    stats = backend.to_numpy(xp.stack(stats)).astype(np.float64)
-                    sizes = np.array([batch.stop - batch.start for batch in batches], dtype=np.float64)
-                    total, all_ok = float(stats[:, 0] @ sizes), bool(np.all(stats[:, 2]))  # Σ loss × batch size, as scikit-learn
-                if not all_ok:
-                    self.coefs_, self.intercepts_ = _to_host_params(backend, trainer.params)
-                    raise ValueError(
-                        "Solver produced non-finite parameter weights. The input data may contain large values "
-                        "and need to be preprocessed. (The step whose loss or updated weights were not finite "
-                        "was refused; coefs_ and intercepts_ hold the weights of the last finite step.)"
-                    )
+                        trainer.steps += totals.steps
+                        if interrupted():
+                            raise KeyboardInterrupt
+                        total, all_ok = totals.loss, totals.first_bad < 0  # Σ batch loss × batch size, as scikit-learn
+                    else:  # JAX, array_api_strict: one compiled step per batch, no host synchronisation inside the epoch
+                        order = backend.asarray(sample_idx) if self.shuffle else None
+                        stats = []  # [loss, correct, ok] per step, brought to the host once per epoch
+                        for batch in batches:
+                            if self.shuffle:
+                                index = order[batch]
+                                Xb, Yb = xp.take(X_train, index, axis=0), xp.take(Y_train, index, axis=0)
+                            else:
+                                Xb, Yb = X_train[batch, ...], Y_train[batch, ...]
+                            trainer.params, trainer.opt_state, step_stats = trainer.step(
+                                trainer.params, trainer.opt_state, Xb, Yb)
+                            stats.append(step_stats)
+                            trainer.steps += 1
+                        stats = backend.to_numpy(xp.stack(stats)).astype(np.float64)
+                        sizes = np.array([batch.stop - batch.start for batch in batches], dtype=np.float64)
+                        total, all_ok = float(stats[:, 0] @ sizes), bool(np.all(stats[:, 2]))  # Σ loss × batch size, as scikit-learn
+                    if not all_ok:
+                        self.coefs_, self.intercepts_ = _to_host_params(backend, trainer.params)
+                        raise ValueError(
+                            "Solver produced non-finite parameter weights. The input data may contain large values "
+                            "and need to be preprocessed. (The step whose loss or updated weights were not finite "
+                            "was refused; coefs_ and intercepts_ hold the weights of the last finite step.)"
+                        )
 
-                self.n_iter_ += 1
-                self.loss_ = float(total) / n_samples
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                self._update_no_improvement_count(early_stopping, backend, model, trainer, X_val, y_val)
-
-                if sgd and self.learning_rate == "invscaling":  # scikit-learn's iteration_ends(t_)
-                    _set_sgd_rate(trainer, float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t))
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
-                            self.tol, self.n_iter_no_change)
-                    else:
-                        msg = "Training loss did not improve more than tol=%f for %d consecutive epochs." % (
-                            self.tol, self.n_iter_no_change)
-                    if not (sgd and self.learning_rate == "adaptive"):
-                        if self.verbose:
-                            print(msg + " Stopping.")
-                        break
-                    rate = float(trainer.opt_state[-1])
-                    if rate <= 1e-6:
-                        if self.verbose:
-                            print(msg + " Learning rate too small. Stopping.")
-                        break
-                    _set_sgd_rate(trainer, rate / 5.0)
+                    self.n_iter_ += 1
+                    self.loss_ = float(total) / n_samples
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
                     if self.verbose:
-                        print(msg + " Setting learning rate to %f" % (rate / 5.0))
-                    self._no_improvement_count = 0
+                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
-                        % self.max_iter,
-                        ConvergenceWarning,
-                    )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+                    self._update_no_improvement_count(early_stopping, backend, model, trainer, X_val, y_val)
+
+                    if sgd and self.learning_rate == "invscaling":  # scikit-learn's iteration_ends(t_)
+                        _set_sgd_rate(trainer, float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t))
+
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        if early_stopping:
+                            msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
+                                self.tol, self.n_iter_no_change)
+                        else:
+                            msg = "Training loss did not improve more than tol=%f for %d consecutive epochs." % (
+                                self.tol, self.n_iter_no_change)
+                        if not (sgd and self.learning_rate == "adaptive"):
+                            if self.verbose:
+                                print(msg + " Stopping.")
+                            break
+                        rate = float(trainer.opt_state[-1])
+                        if rate <= 1e-6:
+                            if self.verbose:
+                                print(msg + " Learning rate too small. Stopping.")
+                            break
+                        _set_sgd_rate(trainer, rate / 5.0)
+                        if self.verbose:
+                            print(msg + " Setting learning rate to %f" % (rate / 5.0))
+                        self._no_improvement_count = 0
+
+                    if incremental:
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
+                            % self.max_iter,
+                            ConvergenceWarning,
+                        )
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.")
 
         if early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
@@ -855,8 +874,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer = _fit_label_binarizer(y)
             self.classes_ = self._label_binarizer.classes_
         else:
             # np.unique is unique_labels for 1-D integer, boolean and string labels, without its checks
