@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop import optim
+from backprop import fused, optim
 from backprop.backends import get_backend, probe
 from backprop.backends._base import to_host
 from backprop.fused import FusedStep, supports
@@ -157,6 +157,26 @@ def test_an_update_that_overflows_keeps_the_parameters(backend64):
     assert np.isfinite(float(loss)) and not ok
     for want, got in zip(_leaves(params), _leaves(new_params), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("sizes", [[3, 4, 2], [300, 250, 7]], ids=["one-dot", "by-rows"])
+def test_the_finiteness_probe_sums_every_parameter(backend64, sizes):
+    """Σ of a flat buffer (one dot with ones, or by rows of SUM_ROW over a zero-padded buffer
+    above DOT_SUM_MAX) is exact, and one non-finite entry anywhere (the first, one in the last,
+    partial row, the last) makes the step's check fail."""
+    model = bp.MLP(sizes, activation="tanh", loss="squared_error")
+    step = FusedStep(model, optim.SGD(0.1), backend64)
+    assert (step.size > fused.DOT_SUM_MAX) == (sizes[0] == 300) and step.size % fused.SUM_ROW
+    flat = step._buffers[0]
+    values = np.random.default_rng(0).integers(-8, 9, step.size).astype(np.float64)  # exact sums
+    flat[...] = backend64.asarray(values)
+    assert float(step._sums[0]()) == values.sum()
+    for index in (0, step.size - 3, step.size - 1):
+        for bad in (np.inf, np.nan):
+            flat[index] = bad
+            assert not step._finite(0.0, 0)
+            flat[index] = values[index]
+    assert step._finite(0.0, 0) and not step._finite(np.nan, 0)
 
 
 def test_foreign_params_and_state_are_copied_in(backend64):

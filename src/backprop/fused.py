@@ -265,7 +265,8 @@ def supports(backend, optimizer) -> bool:
     return backend.inplace is not None and update_for(optimizer) is not None
 
 
-DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by a dot with ones (see `FusedStep._finite`)
+DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by one dot with ones (see `FusedStep._summer`)
+SUM_ROW = 4096  # larger ones, on NumPy, as rows of this many entries (zero-padded), by two products with ones
 
 
 class EpochTotals(NamedTuple):
@@ -337,10 +338,13 @@ class FusedStep:
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.size = sum(a * b for a, b in self.shapes)
         scratch = not self._lr_in_delta and (bool(model.alpha) or _entry(optimizer)[2](optimizer))
+        rows = lib is np and self.size > DOT_SUM_MAX  # summed by rows (see `_summers`)
+        padded = -(-self.size // SUM_ROW) * SUM_ROW if rows else self.size
         with self._on_device():
-            self._buffers = [lib.zeros(self.size, dtype=self.dtype) for _ in range(2)]
+            whole = [lib.zeros(padded, dtype=self.dtype) for _ in range(2)]  # the padding stays 0
+            self._buffers = [flat[: self.size] for flat in whole]
             self._scratch = lib.empty(self.size if scratch else 0, dtype=self.dtype)  # the penalty's and update's
-            self._ones = lib.ones(self.size if self.size <= DOT_SUM_MAX else 0, dtype=self.dtype)
+            self._sums = self._summers(whole, rows)  # Σ of each buffer's entries
         # the state's entries shaped like params become flat slots, others pass through (set by `_load`)
         self._template, self._slots, self._slot_views, self._last_state = None, [], [], None
         if model.alpha:  # the L2 penalty's factor per parameter: alpha · scale on W entries, 0 on the bias rows
@@ -446,7 +450,7 @@ class FusedStep:
             penalty = 0.5 * lib.vdot(S, P)
             lib.add(G, S, out=G)
         loss = model.total_loss(loss, penalty)
-        if self._slots and not self._finite(loss, G):
+        if self._slots and not self._finite(loss, 1 - self._cur):
             return loss, correct, False  # nothing updated: the slots keep their values
         optimizer = self.optimizer
         if self._constant_lr is not None:
@@ -460,7 +464,7 @@ class FusedStep:
             lib.subtract(P, G, out=G)  # p − η g in one pass
         else:
             self._update(optimizer, lib, P, G, S, self._slots, lr, t)
-        ok = self._finite(loss, G)
+        ok = self._finite(loss, 1 - self._cur)
         if ok:
             self._cur = 1 - self._cur
         return loss, correct, ok
@@ -473,10 +477,28 @@ class FusedStep:
         lib.multiply(out.delta, dscale / scale, out=Z)
         return out.value, correct
 
-    def _finite(self, loss, flat) -> bool:
-        """Whether the loss and every entry of ``flat`` are finite (NaN and inf propagate into a sum)."""
-        # Σ as a BLAS dot with ones costs less per call; a reduction reads half the memory
-        total = self.lib.dot(flat, self._ones) if flat.size <= DOT_SUM_MAX else flat.sum()
+    def _summers(self, buffers, rows: bool) -> list[Callable]:
+        """For each flat buffer (zero-padded to whole rows if ``rows``), a function that returns
+        Σ of its entries, the cheapest way for its size: one BLAS dot with ones up to DOT_SUM_MAX
+        entries (less per call than a reduction); above, on NumPy, a product of its rows of
+        SUM_ROW entries with ones, then a dot over the row sums (NumPy's own float32 sum is 3×
+        slower on the development VM: 126 against 39 µs for mnist's 536k parameters); elsewhere
+        the backend's reduction (one kernel on CuPy)."""
+        lib, dtype = self.lib, self.dtype
+        if self.size <= DOT_SUM_MAX:
+            ones = lib.ones(self.size, dtype=dtype)
+            return [lambda flat=flat: lib.dot(flat, ones) for flat in buffers]
+        if not rows:
+            return [flat.sum for flat in buffers]
+        n_rows = buffers[0].size // SUM_ROW
+        ones, partial, ones_rows = (lib.ones(SUM_ROW, dtype=dtype), lib.empty(n_rows, dtype=dtype),
+                                    lib.ones(n_rows, dtype=dtype))
+        return [lambda table=flat.reshape(n_rows, SUM_ROW): lib.dot(lib.dot(table, ones, out=partial), ones_rows)
+                for flat in buffers]
+
+    def _finite(self, loss, k: int) -> bool:
+        """Whether the loss and every entry of buffer k are finite (NaN and inf propagate into a sum)."""
+        total = self._sums[k]()
         if self.lib is np:
             return math.isfinite(float(loss) + float(total))
         return bool(self.lib.isfinite(loss + total))
