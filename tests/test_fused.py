@@ -179,6 +179,22 @@ def test_the_finiteness_probe_sums_every_parameter(backend64, sizes):
     assert step._finite(0.0, 0) and not step._finite(np.nan, 0)
 
 
+def test_a_step_reads_its_batch_in_place_or_copies_it_the_same(backend64):
+    """A C-contiguous batch of the step's dtype is read where it is (never written); any other
+    (Fortran order, a strided view) is copied into the plan's buffer first: the same results."""
+    model, optimizer, params, X, Y = _setup(backend64, optim.SGD(0.1))
+    host = np.array(to_host(X))
+    results = []
+    for batch in (X, backend64.asarray(np.asfortranarray(host)), backend64.asarray(np.repeat(host, 2, axis=0))[::2]):
+        step = FusedStep(model, optimizer, backend64)
+        new_params, _, stats = step(params, optimizer.init(params), batch, Y)
+        results.append(_leaves(new_params) + [stats])
+        np.testing.assert_array_equal(np.array(to_host(batch)), host)
+    for other in results[1:]:
+        for want, got in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_foreign_params_and_state_are_copied_in(backend64):
     model, optimizer, params, X, Y = _setup(backend64, alpha=0.1)
     step = FusedStep(model, optimizer, backend64)
@@ -326,9 +342,7 @@ def test_divergence_in_a_fused_epoch_names_the_batch_and_keeps_finite_params():
 def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     """Logits within a few units share one shift; rows 1e4 apart fall back to a shift per row.
     The loss is scaled by ``scale``, δ by ``dscale`` (plain SGD's η rides on it)."""
-    from types import SimpleNamespace
-
-    from backprop.fused import LOSSES
+    from backprop.fused import LOSSES, _Plan
     from backprop.losses import get_loss
 
     rng = np.random.default_rng(6)
@@ -337,9 +351,7 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread):
     Y[0] = 0.25  # a probability row, not one-hot
     want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
     delta = Z.copy()
-    plan = SimpleNamespace(E=np.empty((2, *Z.shape), dtype=Z.dtype), ones_out=np.ones(4, dtype=Z.dtype),
-                           rows=np.empty((3, 9), dtype=Z.dtype), classes=np.empty((2, 9), dtype=np.intp),
-                           hits=np.empty(9, dtype=bool))
+    plan = _Plan(np, bp.MLP([3, 5, 4], loss="softmax_cross_entropy"), 9, np.dtype(dtype), True)
     loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](np, delta, Y, 1 / 9, 0.3 / 9, True, plan)
     rtol = 1e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)

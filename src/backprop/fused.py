@@ -131,7 +131,7 @@ def _softmax_cross_entropy(lib, Z, Y, scale, dscale, count, plan):
     lib.log(total, out=log_total)
     loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
     lib.divide(dscale, total, out=total)
-    E *= total[:, None]  # dscale · ŷ, ŷ = softmax(Z)
+    E *= plan.column  # dscale · ŷ, ŷ = softmax(Z) (plan.column is total[:, None])
     correct = 0
     if count:  # rows whose largest output is the target's largest
         predicted, target = plan.classes
@@ -296,11 +296,13 @@ class _Plan:
         # δ_l is written over Z_l, except below a non-fused derivative, which still reads Z_l
         self.D = [Z if fused_derivative or l == len(self.Z) - 1 else lib.empty_like(Z) for l, Z in enumerate(self.Z)]
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
-        self.E = lib.empty((2, n, sizes[-1]), dtype=dtype)  # the loss layer's scratch
+        # (views made once: a view costs a fraction of a microsecond, a small step a few dozen)
+        self.E = tuple(lib.empty((2, n, sizes[-1]), dtype=dtype))  # the loss layer's scratch
         self.ones = lib.ones(n, dtype=dtype)  # db = 1ᵀ δ
         self.ones_out = lib.ones(sizes[-1], dtype=dtype)  # the loss layer's row sums
-        self.rows = lib.empty((3, n), dtype=dtype)  # the loss layer's per-row vectors
-        self.classes, self.hits = lib.empty((2, n), dtype=np.intp), lib.empty(n, dtype=bool)  # accuracy
+        self.rows = tuple(lib.empty((3, n), dtype=dtype))  # the loss layer's per-row vectors
+        self.column = self.rows[0][:, None]  # the first one as a column
+        self.classes, self.hits = tuple(lib.empty((2, n), dtype=np.intp)), lib.empty(n, dtype=bool)  # accuracy
 
 
 class FusedStep:
@@ -412,17 +414,21 @@ class FusedStep:
 
     def _state(self, state, count):
         """The state to hand out: ``count``, the slots' views, the other entries as they were."""
+        if state is self._last_state:  # its entries after the count are those already
+            self._last_state = (count, *state[1:])
+            return self._last_state
         it = iter(self._slot_views)
         self._last_state = (count, *(next(it) if slot else entry for slot, entry in zip(self._template, state[1:])))
         return self._last_state
 
     # -- the step --------------------------------------------------------------------------
-    def _run(self, plan: _Plan, Y, state, t: float, count: bool):
-        """One step (the t-th, 0-based) on the batch in plan.H[0]; returns (loss, correct, ok)
-        (correct = 0 unless ``count``)."""
+    def _run(self, plan: _Plan, X, Y, state, t: float, count: bool):
+        """One step (the t-th, 0-based) on the batch (X, Y), X of the plan's H_0 shape and dtype
+        (only read: the plan's own H_0 in an epoch, the caller's array in a single step); returns
+        (loss, correct, ok) (correct = 0 unless ``count``)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
         layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
-        H, Z, D = plan.H, plan.Z, plan.D
+        H, HT, Z, D = (X, *plan.H[1:]), (X.T, *plan.HT[1:]), plan.Z, plan.D
         last, scale = len(layers) - 1, plan.scale
         for l in range(last + 1):  # forward
             W, b = layers[l][:2]
@@ -433,7 +439,7 @@ class FusedStep:
         # δ_(L−1), over Z_(L−1); for plain SGD η rides along (every gradient is linear in δ, so η δ gives η g)
         loss, correct = self._loss(lib, Z[last], Y, scale, plan.dscale, count, plan)
         for l in range(last, -1, -1):  # backward
-            dot(plan.HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
+            dot(HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
             dot(plan.ones, D[l], out=layers[l][4])  # (2): db_l = 1ᵀ δ_l
             if l > 0:
                 dot(D[l], layers[l][2], out=D[l - 1])  # (3): dH_l = δ_l W_lᵀ
@@ -507,11 +513,15 @@ class FusedStep:
         """One training step on the batch (X, Y); the same contract as the compiled pure step."""
         self._load(params, state)
         plan = self._plan(X.shape[0])
-        count = state[0]
+        t = float(state[0])  # the step count, as the optimizer's state holds it
         with self._quiet():
-            plan.H[0][...] = X
-            loss, correct, ok = self._run(plan, Y, state, float(count), self._classification)
-        state = self._state(state, self.lib.asarray(count + 1.0) if ok else count)
+            H0 = plan.H[0]
+            if not (self.lib is np and type(X) is np.ndarray and X.dtype == H0.dtype and X.shape == H0.shape
+                    and X.flags.c_contiguous):  # else X is read where it is, not copied
+                H0[...] = X
+                X = H0
+            loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+        state = self._state(state, self.lib.asarray(t + 1.0, dtype=self.dtype) if ok else state[0])
         return self._params[self._cur], state, np.array([float(loss), float(correct), float(ok)])
 
     def _quiet(self):
@@ -551,7 +561,7 @@ class FusedStep:
             else:  # host data, device buffers: gather on the host, then copy over
                 plan.H[0][...] = backend.asarray(X[index])
                 plan.Y[...] = backend.asarray(Y[index])
-            loss, correct, ok = self._run(plan, plan.Y, state, float(count), count_correct)
+            loss, correct, ok = self._run(plan, plan.H[0], plan.Y, state, float(count), count_correct)
             if not ok:
                 totals = EpochTotals(loss_sum, correct_sum, steps, b, float(loss))
                 return self._params[self._cur], self._state(state, lib.asarray(count)), totals
