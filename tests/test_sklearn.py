@@ -326,6 +326,27 @@ def test_ctrl_c_stops_fit_between_steps():
     assert clf.score(X, y) > 0.5
 
 
+def test_changed_parameters_are_checked_again(blobs):
+    """The parameter check is skipped only while no parameter changed: set_params, assignment
+    and a list changed in place are all checked on the next fit or partial_fit."""
+    X, y = blobs
+    clf = MLPClassifier((8,), max_iter=2, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        with pytest.raises(ValueError, match="'alpha' parameter"):
+            clf.set_params(alpha=-1.0).partial_fit(X, y)
+        clf.alpha = 1e-4
+        clf.partial_fit(X, y)
+        clf.learning_rate_init = 0.0
+        with pytest.raises(ValueError, match="'learning_rate_init' parameter"):
+            clf.fit(X, y)
+        clf.set_params(learning_rate_init=1e-3, hidden_layer_sizes=[8]).fit(X, y)
+        clf.hidden_layer_sizes.append(0)
+        with pytest.raises(ValueError, match="hidden_layer_sizes"):
+            clf.fit(X, y)
+
+
 def test_partial_fit_moves_its_state_to_another_backend(small_regression):
     """The optimizer state goes through the host when the backend changes between partial_fit calls."""
     X, Y = small_regression
