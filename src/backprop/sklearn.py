@@ -27,7 +27,8 @@ How scikit-learn's algorithm maps onto the library
   batches.
 * Every stochastic step is the `backprop.trainer.Trainer`'s compiled step (forward, loss layer,
   hand-written backward, optimizer update; ``jax.jit`` on JAX, cached between fits of the same
-  architecture so refitting does not recompile).  The epoch logic around it is
+  architecture so refitting does not recompile; a refit of the same network reuses the trainer
+  and its buffers, with fresh weights and optimizer state).  The epoch logic around it is
   scikit-learn's: ``loss_curve_``, the ``tol`` / ``n_iter_no_change`` convergence rule on the
   training loss or (``early_stopping``) on the validation score with the best weights restored,
   ``t_`` counting samples, and a ``ConvergenceWarning`` when ``max_iter`` epochs did not converge.
