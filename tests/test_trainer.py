@@ -297,11 +297,39 @@ def test_compiled_epochs_match_step_by_step_on_jax(unroll, monkeypatch):
         np.testing.assert_allclose(h1[key], h2[key], rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_a_compiled_epoch_refuses_the_first_bad_step_as_step_by_step_does():
+    """The optimistic epoch (no safeguards) is rerun with them when a loss or the final
+    parameters are not finite: the same refused batch, steps, parameters and optimizer state as
+    step-by-step training, whether the loss (a huge target in batch 5) or only the update (one
+    step whose η·g overflows while its loss is finite) went wrong."""
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    y_bad = y.copy()
+    y_bad[23] = 1e30  # its squared error overflows float32
+    cases = [(X, y_bad, lambda: optim.Adam(0.01), "tanh", 4, 5), (X[:4], y[:4] * 1e3, lambda: optim.SGD(1e37), "identity", 4, 0)]
+    for Xc, yc, make_opt, activation, batch, bad in cases:
+        trained = {}
+        for compile_epochs in (True, False):
+            trainer = Trainer(bp.MLP([3, 8, 1], activation=activation), make_opt(), backend="jax", seed=0)
+            trainer.compile_epochs = compile_epochs
+            with pytest.raises(TrainingDivergedError, match=rf"epoch 0, batch {bad}\b"):
+                trainer.fit(Xc, yc, epochs=1, batch_size=batch, shuffle=False, progress=False)
+            trained[compile_epochs] = trainer
+        assert trained[True].steps == trained[False].steps == bad
+        for a, b in zip(host(trained[True].params), host(trained[False].params), strict=True):
+            assert np.isfinite(a).all()
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(optim.tree_leaves(trained[True].opt_state), optim.tree_leaves(trained[False].opt_state), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_epoch_unroll_by_platform_and_environment(monkeypatch):
     from backprop.backends.jax import epoch_unroll
 
     monkeypatch.delenv("BACKPROP_EPOCH_UNROLL", raising=False)
-    assert (epoch_unroll("cpu"), epoch_unroll("gpu"), epoch_unroll("tpu")) == (4, 32, 32)
+    assert (epoch_unroll("cpu"), epoch_unroll("gpu"), epoch_unroll("tpu")) == (1, 32, 32)
     monkeypatch.setenv("BACKPROP_EPOCH_UNROLL", " 8 ")
     assert epoch_unroll("cpu") == epoch_unroll("gpu") == 8
     for bad in ("0", "-2", "four", "2.5"):

@@ -91,16 +91,26 @@ def _build_step(model: MLP, optimizer, backend) -> Callable:
 
 
 _EPOCHS: dict = {}
-MAX_SCAN_BYTES = 1 << 28  # an epoch's shuffled data is staged on the device: at most 256 MiB
+MAX_SCAN_BYTES = 1 << 28  # the data of whole compiled epochs are staged on the device: at most 256 MiB
 
 
 def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
-    """JAX only: a whole epoch of full batches as one compiled ``lax.scan`` of the same step.
+    """JAX only: a whole epoch of full batches as compiled ``lax.scan``s of the step.
 
-    ``(params, state, Xs, Ys) -> (params, state, losses, corrects, first_bad)`` for batches
-    stacked as Xs (n_batches, batch, features).  One dispatch per epoch instead of one per step.
+    ``(params, state, X, Y, index) -> (params, state, losses, corrects, first_bad)`` for the
+    rows ``index`` (n_batches, batch) of the data (X, Y) on the device, gathered inside the
+    compiled epoch.  One dispatch per epoch instead of one per step.
     After a refused (non-finite) step no later step of the epoch updates anything, and
     ``first_bad`` is its index (−1 when every step was finite).
+
+    The epoch runs optimistically first: the plain step (loss, hand-written gradient, update),
+    without the finiteness check and keep-or-update that a refused step needs, and with its
+    inputs kept.  XLA compiles that loop into much less work per step (on the development VM's
+    CPU, 0.14 against 2.5 µs per step for the 2-3-1 network).  Its result stands when every loss
+    and the final parameters are finite.  A step that would be refused leaves a non-finite loss
+    or non-finite parameters, and a non-finite parameter stays non-finite through every later
+    update (p − η·u is ±inf or NaN whenever p is).  Otherwise the epoch is run again from the
+    kept inputs with the safeguards, which refuse the first bad step as step-by-step training does.
     """
     from .backends.jax import epoch_unroll
 
@@ -109,9 +119,25 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     if key not in _EPOCHS:
         import jax
 
-        step, xp = _pure_step(model, optimizer, backend), backend.xp
+        step, xp, link = _pure_step(model, optimizer, backend), backend.xp, model.loss_layer
 
-        def epoch(params, state, Xs, Ys):
+        def plain(carry, batch):
+            params, state = carry
+            loss, grads, intermediates = model.value_and_grad(xp, params, batch[0], batch[1])
+            params, state = optimizer.update(params, grads, state)
+            correct = link.count_correct(xp, intermediates.H[-1], batch[1]) if link.classification else loss * 0
+            return (params, state), (loss, correct)
+
+        def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns)
+            return xp.reshape(xp.take(A, xp.reshape(index, (-1,)), axis=0), (*index.shape, A.shape[1]))
+
+        def optimistic(params, state, X, Y, index):
+            Xs, Ys = batches(X, index), batches(Y, index)
+            (params, state), (losses, corrects) = jax.lax.scan(plain, (params, state), (Xs, Ys), unroll=unroll)
+            finite = xp.all(xp.isfinite(losses)) & xp.isfinite(_finite_probe(xp, params))
+            return params, state, losses, corrects, finite
+
+        def checked(params, state, X, Y, index):
             def body(carry, batch):
                 params, state, first_bad, i = carry
                 params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0)
@@ -119,10 +145,19 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
                 return (params, state, first_bad, i + 1), (loss, correct)
 
             start = (params, state, xp.asarray(-1), xp.asarray(0))
-            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(body, start, (Xs, Ys), unroll=unroll)
+            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(
+                body, start, (batches(X, index), batches(Y, index)), unroll=unroll)
             return params, state, losses, corrects, first_bad
 
-        _EPOCHS[key] = jax.jit(epoch, donate_argnums=(0, 1))
+        fast, safe = jax.jit(optimistic), jax.jit(checked, donate_argnums=(0, 1))  # fast keeps its inputs
+
+        def epoch(params, state, X, Y, index):
+            new_params, new_state, losses, corrects, finite = fast(params, state, X, Y, index)
+            if bool(finite):
+                return new_params, new_state, losses, corrects, -1
+            return safe(params, state, X, Y, index)
+
+        _EPOCHS[key] = epoch
     return _EPOCHS[key]
 
 
@@ -217,7 +252,8 @@ class Trainer:
 
     def _run_epoch(self, X, Y, batches: Sequence, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
         """Many steps in one call: the fused step's `epoch` (NumPy, CuPy), or on JAX the batches
-        (an (n_batches, batch) index array) as one compiled ``lax.scan``.
+        (an (n_batches, batch) index array) of the data on the device as one compiled epoch
+        (`compiled_epoch`).
 
         Returns the summed per-example loss and correct count of the steps taken.  The fused
         epoch stops early when ``interrupted()`` says so (a deferred Ctrl-C).
@@ -229,9 +265,9 @@ class Trainer:
             if totals.first_bad >= 0:
                 raise _diverged(f"epoch {epoch}, batch {totals.first_bad}", totals.bad_loss)
             return totals.loss, float(totals.correct)
-        Xs, Ys = self._stack(X, batches), self._stack(Y, batches)
         run = compiled_epoch(self.model, self.optimizer, self.backend)
-        self.params, self.opt_state, losses, corrects, first_bad = run(self.params, self.opt_state, Xs, Ys)
+        index = self.backend.asarray(batches.astype(np.int32))  # X and Y are on the device already
+        self.params, self.opt_state, losses, corrects, first_bad = run(self.params, self.opt_state, X, Y, index)
         losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
@@ -239,14 +275,6 @@ class Trainer:
             raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
         scale = self.model.scale(batches.shape[1])  # full batches only
         return float(np.sum(losses[:done], dtype=np.float64) / scale), float(np.sum(corrects[:done], dtype=np.float64))
-
-    def _stack(self, A, index: np.ndarray):
-        """Rows ``index`` (n_batches × batch) of A as one (n_batches, batch, columns) device array."""
-        if isinstance(A, np.ndarray):
-            return self.backend.asarray(A[index])
-        xp = self.backend.xp
-        rows = xp.take(A, self.backend.asarray(index.reshape(-1)), axis=0)
-        return xp.reshape(rows, (*index.shape, A.shape[1]))
 
     def train_step(self, X_batch, y_batch) -> float:
         """One step (forward, hand-written backward, update) on one batch; returns its loss."""
@@ -366,6 +394,7 @@ class Trainer:
 
     def _epochs(self, X, Y, epochs, batch_size, val, shuffle, callbacks, bar, scan, fused_epochs, procs, interrupted):
         n, classification = X.shape[0], self.model.loss_layer.classification
+        whole = (self.backend.asarray(X), self.backend.asarray(Y)) if scan else (X, Y)  # on the device once per fit
         for _ in range(epochs):
             epoch = self.epoch
             for cb in callbacks:
@@ -376,7 +405,7 @@ class Trainer:
             batches = partial if scan else [*full, *partial]  # what is left for one step at a time
             if fused_epochs or scan:  # in one call: every batch (fused), the full ones (JAX)
                 steps = self.steps
-                total_loss, total_correct = self._run_epoch(X, Y, full if scan else batches, epoch, interrupted)
+                total_loss, total_correct = self._run_epoch(*whole, full if scan else batches, epoch, interrupted)
                 bar.update(self.steps - steps)
                 batches = batches if scan else []
                 if interrupted():
