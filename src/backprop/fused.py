@@ -111,17 +111,19 @@ DERIVATIVE: dict[str, Callable] = {
 def _softmax_cross_entropy(lib, Z, Y, scale, dscale, count, plan):
     """L = −scale Σ y log softmax(Z);  δ = dscale (softmax(Z) − y).
 
-    Z is shifted by its largest entry, so no exponential overflows.  Should a row lie so far
-    below it that its exponentials leave the normal range, every row is shifted by its own
-    largest entry instead (the textbook form; a reduction along rows, slow over few columns).
+    On NumPy, Z is shifted by its largest entry, so no exponential overflows.  Should a row lie
+    so far below it that its exponentials leave the normal range, every row is shifted by its
+    own largest entry instead (the textbook form; NumPy's reduction along rows is slow over few
+    columns).  Elsewhere (CuPy) every row is shifted by its own largest entry at once: one
+    reduction kernel, where testing the row sums would stop the GPU to read them back.
     """
     E, ones = plan.E[0], plan.ones_out  # row sums as products: faster than sum(axis=1) over few columns
     total, log_total, y_sum = plan.rows
-    shift = Z.max()
+    shift = Z.max() if lib is np else Z.max(axis=1, keepdims=True)
     lib.subtract(Z, shift, out=E)
     lib.exp(E, out=E)
     lib.dot(E, ones, out=total)
-    if total.min() < _TINY_SQRT[Z.dtype.char]:
+    if lib is np and total.min() < _TINY_SQRT[Z.dtype.char]:
         shift = Z.max(axis=1, keepdims=True)
         lib.subtract(Z, shift, out=E)
         lib.exp(E, out=E)
