@@ -517,10 +517,10 @@ class FusedStep:
         plan = self._plan(X.shape[0])
         t = float(state[0])  # the step count, as the optimizer's state holds it
         with self._quiet():
-            H0 = plan.H[0]
+            H0 = plan.H[0]  # a C-contiguous NumPy batch of the step's dtype is read where it is
             if not (self.lib is np and type(X) is np.ndarray and X.dtype == H0.dtype and X.shape == H0.shape
-                    and X.flags.c_contiguous):  # else X is read where it is, not copied
-                H0[...] = X
+                    and X.flags.c_contiguous):
+                H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
             loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
         state = self._state(state, self.lib.asarray(t + 1.0, dtype=self.dtype) if ok else state[0])
