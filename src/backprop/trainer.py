@@ -63,18 +63,30 @@ def compiled_step(model: MLP, optimizer, backend) -> Callable:
     return _STEPS[key]
 
 
-def _pure_step(model: MLP, optimizer, backend) -> Callable:
-    """The step as a pure function; ``active`` (a 0-d bool) can veto the update, as ``ok`` does."""
-    xp = backend.xp
+def _plain_step(model: MLP, optimizer, xp) -> Callable:
+    """The step without safeguards, pure: ``(params, state, X, Y) -> (params, state, loss, correct)``."""
     link = model.loss_layer
 
-    def step(params, state, X, Y, active=None):
+    def step(params, state, X, Y):
         loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
-        new_params, new_state = optimizer.update(params, grads, state)
+        params, state = optimizer.update(params, grads, state)
+        correct = link.count_correct(xp, intermediates.H[-1], Y) if link.classification else loss * 0
+        return params, state, loss, correct
+
+    return step
+
+
+def _pure_step(model: MLP, optimizer, backend) -> Callable:
+    """The step as a pure function that refuses a non-finite update (the loss or the new
+    parameters): it returns ``ok`` and the old params and state then; ``active`` (a 0-d bool)
+    can veto the update, as ``ok`` does."""
+    xp, plain = backend.xp, _plain_step(model, optimizer, backend.xp)
+
+    def step(params, state, X, Y, active=None):
+        new_params, new_state, loss, correct = plain(params, state, X, Y)
         ok = xp.isfinite(loss + _finite_probe(xp, new_params))
         keep = ok if active is None else ok & active
         params, state = backend.select(keep, (new_params, new_state), (params, state))
-        correct = link.count_correct(xp, intermediates.H[-1], Y) if link.classification else loss * 0
         return params, state, loss, correct, ok
 
     return step
@@ -119,13 +131,10 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     if key not in _EPOCHS:
         import jax
 
-        step, xp, link = _pure_step(model, optimizer, backend), backend.xp, model.loss_layer
+        step, plain_step, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
 
         def plain(carry, batch):
-            params, state = carry
-            loss, grads, intermediates = model.value_and_grad(xp, params, batch[0], batch[1])
-            params, state = optimizer.update(params, grads, state)
-            correct = link.count_correct(xp, intermediates.H[-1], batch[1]) if link.classification else loss * 0
+            params, state, loss, correct = plain_step(*carry, batch[0], batch[1])
             return (params, state), (loss, correct)
 
         def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns)
