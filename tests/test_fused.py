@@ -277,6 +277,18 @@ def test_an_epoch_stops_at_the_first_refused_step(backend64):
         np.testing.assert_array_equal(have, want)
 
 
+def test_an_epoch_whose_only_fault_is_an_overflowing_update_is_refused(backend64):
+    """A finite loss (about 1e200), but η · g (about 1e400) overflows: the epoch (unchecked first
+    on NumPy, then replayed with checks) refuses that step and keeps the parameters."""
+    model, optimizer, params, X, Y = _setup(backend64, optim.SGD(1e300), activation="identity")
+    X, Y = np.array(to_host(X)) * 1e50, np.array(to_host(Y))
+    new_params, _, totals = FusedStep(model, optimizer, backend64).epoch(
+        params, optimizer.init(params), X, Y, [np.arange(len(X))])
+    assert totals.first_bad == 0 and totals.steps == 0 and np.isfinite(totals.bad_loss)
+    for want, have in zip(_leaves(params), _leaves(new_params), strict=True):
+        np.testing.assert_array_equal(have, want)
+
+
 @pytest.mark.parametrize("name", WRITABLE)
 def test_the_trainer_uses_the_fused_step_and_its_epochs(name):
     """fit through whole fused epochs equals fit step by step, bitwise; both match the pure step."""
