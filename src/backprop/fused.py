@@ -299,12 +299,17 @@ class _Plan:
         self.D = [Z if fused_derivative or l == len(self.Z) - 1 else lib.empty_like(Z) for l, Z in enumerate(self.Z)]
         self.Y = lib.empty((n, sizes[-1]), dtype=dtype)
         # (views made once: a view costs a fraction of a microsecond, a small step a few dozen)
-        self.E = tuple(lib.empty((2, n, sizes[-1]), dtype=dtype))  # the loss layer's scratch
+        self.E = _split(lib.empty((2, n, sizes[-1]), dtype=dtype))  # the loss layer's scratch
         self.ones = lib.ones(n, dtype=dtype)  # db = 1ᵀ δ
         self.ones_out = lib.ones(sizes[-1], dtype=dtype)  # the loss layer's row sums
-        self.rows = tuple(lib.empty((3, n), dtype=dtype))  # the loss layer's per-row vectors
+        self.rows = _split(lib.empty((3, n), dtype=dtype))  # the loss layer's per-row vectors
         self.column = self.rows[0][:, None]  # the first one as a column
-        self.classes, self.hits = tuple(lib.empty((2, n), dtype=np.intp)), lib.empty(n, dtype=bool)  # accuracy
+        self.classes, self.hits = _split(lib.empty((2, n), dtype=np.intp)), lib.empty(n, dtype=bool)  # accuracy
+
+
+def _split(a) -> tuple:
+    """The views a[0], a[1], ... of an array's first axis."""
+    return tuple(a[i] for i in range(a.shape[0]))
 
 
 class FusedStep:
