@@ -35,6 +35,23 @@ def assert_same_params(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+def test_first_argmax_is_argmax_with_ties_and_nan(backend):
+    """The accuracy count's argmax (two plain reductions) picks the first of tied largest entries,
+    as argmax does, and no class for a row holding NaN."""
+    from backprop.losses import first_argmax
+
+    rng = np.random.default_rng(3)
+    A = rng.integers(0, 3, size=(200, 5)).astype(np.float32)  # many ties
+    got = backend.to_numpy(first_argmax(backend.xp, backend.asarray(A)))
+    np.testing.assert_array_equal(got, np.argmax(A, axis=1))
+    A[7, 2] = np.nan
+    assert backend.to_numpy(first_argmax(backend.xp, backend.asarray(A)))[7] == 5
+    output, Y = np.eye(5, dtype=np.float32)[[0, 1, 2]], np.eye(5, dtype=np.float32)[[0, 1, 3]]
+    output[1] = 0.2  # a five-way tie: the first class is predicted, and the target is class 1
+    link = classifier().loss_layer
+    assert float(link.count_correct(backend.xp, backend.asarray(output), backend.asarray(Y))) == 1.0
+
+
 def test_fit_learns_on_every_backend(backend):
     X, y = blobs()
     trainer = Trainer(classifier(), optim.Adam(0.01), backend=backend, seed=0)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+from array_api_compat import device as device_of
+
 from .activations import Activation, get_activation, sigmoid, softplus
 
 LOSSES = ("squared_error", "binary_cross_entropy", "softmax_cross_entropy")
@@ -41,6 +43,17 @@ def log_softmax(xp, z):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
 
+def first_argmax(xp, A):
+    """argmax along axis 1 (the first of tied largest entries) from two plain reductions:
+    min{j : A_ij = max_k A_ik}.  XLA compiles argmax's paired (value, index) reduction into a
+    slower loop on the CPU: a JAX step of the digits network at batch 32 took 2-4% less time
+    this way.  A row holding NaN gets index n_columns, matching no class."""
+    columns, device = A.shape[1], device_of(A)
+    j = xp.arange(columns, dtype=xp.int32, device=device)
+    tops = A == xp.max(A, axis=1, keepdims=True)
+    return xp.min(xp.where(tops, j, xp.asarray(columns, dtype=xp.int32, device=device)), axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """A loss with its output link: ``output(xp, Z)`` gives ŷ, ``__call__`` gives a `LossOutput`."""
@@ -59,7 +72,7 @@ class Loss:
     def count_correct(self, xp, output, Y):
         """The number of rows whose predicted class is right (softmax: argmax; sigmoid: every label > ½)."""
         if self.name == "softmax_cross_entropy":
-            hits = xp.argmax(output, axis=1) == xp.argmax(Y, axis=1)
+            hits = first_argmax(xp, output) == first_argmax(xp, Y)
         else:
             hits = xp.all((output > 0.5) == (Y > 0.5), axis=1)
         return xp.sum(xp.astype(hits, output.dtype))
