@@ -394,3 +394,34 @@ def test_fused_relu_keeps_its_mask_and_refuses_an_overflowed_pre_activation():
     D = np.full_like(Z, 2.0)
     DERIVATIVE["relu"](np, D, out, mask)
     np.testing.assert_array_equal(D, [[0.0, 0.0, 2.0], [2.0, 0.0, 2.0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sigmoid_takes_the_one_call_form_up_to_its_limit(dtype):
+    """σ runs as the backend's one-call ufunc (SciPy's expit on NumPy) for arrays of up to its
+    limit, and as four NumPy calls above it; both give 1 / (1 + e^(−z)) to within two units in
+    the last place, saturating at ±inf without NaN."""
+    import dataclasses
+
+    backend = get_backend("numpy")
+    expit, most = backend.logistic()
+    assert most == 512 and expit(np.float32(0.0)) == 0.5
+    calls = []
+
+    def spy(Z, out):
+        calls.append(Z.size)
+        return expit(Z, out=out)
+
+    kernel = fused._logistic_kernel(dataclasses.replace(backend, logistic=lambda: (spy, 6)))
+    rng = np.random.default_rng(0)
+    for shape, one_call in (((2, 3), True), ((1, 6), True), ((7, 1), False), ((4, 300), False)):
+        Z = (rng.normal(scale=20.0, size=shape)).astype(dtype)
+        Z.flat[:3] = [np.inf, -np.inf, -200.0]
+        out, T = np.empty_like(Z), np.empty_like(Z)
+        calls.clear()
+        with np.errstate(over="ignore"):
+            kernel(np, Z.copy(), out, T)
+            want = (1.0 / (1.0 + np.exp(-Z.astype(np.float64)))).astype(dtype)
+        assert calls == ([Z.size] if one_call else [])
+        assert not np.isnan(out).any() and out.flat[0] == 1.0 and out.flat[1] == 0.0
+        np.testing.assert_array_max_ulp(out, want, maxulp=2)

@@ -53,11 +53,28 @@ from .optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
 def _sigmoid(lib, Z, out, T):
     """σ(Z) = 1 / (1 + e^(−Z)): for large −Z, e^(−Z) = inf and σ = 0 (the step runs with NumPy's
     floating-point warnings off).  Cheaper than the array-API form's ½ tanh(Z/2) + ½: NumPy's float32
-    exp beats its tanh (about 1.8× for the whole kernel over a 256 × 512 array on the development VM)."""
+    exp beats its tanh (about 1.8× for the whole kernel over a 256 × 512 array on the development VM).
+    Small arrays take the backend's one-call form instead (`_logistic_kernel`)."""
     lib.negative(Z, out=Z)
     lib.exp(Z, out=Z)
     lib.add(Z, 1.0, out=Z)
     lib.divide(1.0, Z, out=out)
+
+
+def _logistic_kernel(backend) -> Callable:
+    """σ as the fused step runs it: the backend's one-call logistic ufunc (`Backend.logistic`) for
+    arrays of up to its limit, `_sigmoid`'s four calls above it (and on backends without one)."""
+    if backend.logistic is None:
+        return _sigmoid
+    expit, most = backend.logistic()
+
+    def sigmoid(lib, Z, out, T):
+        if Z.size <= most:
+            expit(Z, out=out)
+        else:
+            _sigmoid(lib, Z, out, T)
+
+    return sigmoid
 
 
 def _relu(lib, Z, out, T):
@@ -157,9 +174,8 @@ def _squared_error(lib, Z, Y, scale, dscale, count, plan):
     return loss, 0
 
 
-def _squared_error_through(name: str) -> Callable:
+def _squared_error_through(forward: Callable, derivative: Callable) -> Callable:
     """The squared error of ŷ = f(Z) for an output activation f with fused kernels."""
-    forward, derivative = FORWARD[name], DERIVATIVE[name]
 
     def squared_error(lib, Z, Y, scale, dscale, count, plan):
         """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = dscale (ŷ − y) ⊙ f′(Z)."""
@@ -177,8 +193,8 @@ def _squared_error_through(name: str) -> Callable:
 LOSSES: dict[tuple[str, str], Callable] = {
     ("softmax_cross_entropy", "softmax"): _softmax_cross_entropy,
     ("squared_error", "identity"): _squared_error,
-    **{("squared_error", name): _squared_error_through(name) for name in ("sigmoid", "tanh", "relu")},
 }
+THROUGH = ("sigmoid", "tanh", "relu")  # output activations of the squared error fused through theirs
 
 
 # -- optimizers: the new parameters written into G (the gradient buffer) ---------------------------
@@ -333,7 +349,8 @@ class FusedStep:
                              and optimizer.clip_norm is None and not model.alpha)
         self._delta_lr = self._constant_lr if self._lr_in_delta else 1.0
         activation, link, xp = model.activation, model.loss_layer, backend.xp
-        forward, derivative = FORWARD.get(activation.name), DERIVATIVE.get(activation.name)
+        forwards = {**FORWARD, "sigmoid": _logistic_kernel(backend)}
+        forward, derivative = forwards.get(activation.name), DERIVATIVE.get(activation.name)
         self._fused_derivative = forward is not None and derivative is not None
         if self._fused_derivative:
             self._activate = lambda Z, out, T: forward(lib, Z, out, T)
@@ -341,7 +358,11 @@ class FusedStep:
         else:  # the array-API forms, their results copied into the buffers
             self._activate = lambda Z, out, T: lib.copyto(out, activation.f(xp, Z))
             self._derive = lambda D, H, T, Z: lib.multiply(D, activation.df(xp, Z, H), out=D)
-        self._loss = LOSSES.get((link.name, link.activation.name), self._any_loss)
+        output = link.activation.name
+        if link.name == "squared_error" and output in THROUGH:
+            self._loss = _squared_error_through(forwards[output], DERIVATIVE[output])
+        else:
+            self._loss = LOSSES.get((link.name, output), self._any_loss)
         self._classification = link.classification
         sizes = model.layer_sizes
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]

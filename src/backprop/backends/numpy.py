@@ -7,6 +7,11 @@ import numpy as np
 from ._base import Backend, parse_device
 
 PACKAGE = "numpy"
+# SciPy's expit loops over the entries one at a time, about 2× slower per entry than NumPy's
+# vectorised exp, but it is one call where the fused step's sigmoid makes four (negative, exp, add,
+# divide), each with its 1-2 µs of overhead.  On the development VM it was faster up to about 700
+# entries (1.0 against 5.9 µs for 2, 2.8 against 4.0 µs for 512, 8.8 against 6.5 µs for 1024).
+LOGISTIC_MAX = 512
 
 
 def probe() -> str | None:
@@ -16,6 +21,12 @@ def probe() -> str | None:
     except ImportError as exc:  # pragma: no cover - a core dependency
         return f"array-api-compat is not importable ({exc}); reinstall backprop"
     return None
+
+
+def _logistic():
+    from scipy.special import expit  # SciPy comes with scikit-learn, a dependency
+
+    return expit, LOGISTIC_MAX
 
 
 def load(device: str | None, dtype: str) -> Backend:
@@ -33,6 +44,7 @@ def load(device: str | None, dtype: str) -> Backend:
         _to_device=lambda host, device: np.asarray(host),
         _to_numpy=np.asarray,
         inplace=np,
+        logistic=_logistic,
     )
 
 
