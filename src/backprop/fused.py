@@ -197,7 +197,7 @@ LOSSES: dict[tuple[str, str], Callable] = {
     ("softmax_cross_entropy", "softmax"): _softmax_cross_entropy,
     ("squared_error", "identity"): _squared_error,
 }
-THROUGH = ("sigmoid", "tanh", "relu")  # output activations of the squared error fused through theirs
+THROUGH = ("sigmoid", "tanh", "relu")  # output activations whose squared error is fused (`_squared_error_through`)
 
 
 # -- optimizers: the new parameters written into G (the gradient buffer) ---------------------------
