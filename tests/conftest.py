@@ -19,6 +19,17 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 SELECTED = [os.environ["BACKPROP_BACKEND"]] if os.environ.get("BACKPROP_BACKEND") else list(BACKENDS)
+# BACKPROP_BACKEND names the default backend too: where it cannot run here, so can no test of the default
+_DEFAULT = probe(SELECTED[0]) if len(SELECTED) == 1 and SELECTED[0] in BACKENDS else None
+
+
+@pytest.fixture(autouse=True)
+def _default_backend_usable(request):
+    """Skip, with the probe's reason, every test when BACKPROP_BACKEND names a backend that cannot
+    run here (CuPy without CuPy or a GPU): the tests that use the default backend would fail with
+    its ImportError, and those parametrized by backend skip anyway."""
+    if _DEFAULT is not None and not _DEFAULT.available:
+        pytest.skip(f"BACKPROP_BACKEND={_DEFAULT.name}: {_DEFAULT.reason}")
 
 
 @pytest.fixture(params=SELECTED)

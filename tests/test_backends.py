@@ -442,6 +442,22 @@ def test_info_reports_cupy_without_gpu(clean_env, capsys, fresh_load_cache):
     assert cupy == {"name": "cupy", "available": False, "reason": "CuPy is installed but no CUDA GPU is visible"}
 
 
+@pytest.mark.parametrize("argv", [["train", "--backend", "cupy", "--epochs", "1", "--no-progress"],
+                                  ["check", "--backend", "cupy"], ["diagram", "--out", "diagram"]])
+def test_commands_on_cupy_without_gpu_exit_2_with_one_line(clean_env, capsys, fresh_load_cache, tmp_path, argv):
+    """CuPy installed but no GPU: one line naming the reason and exit code 2, not a traceback
+    (diagram reads the backend from BACKPROP_BACKEND)."""
+    clean_env.setitem(sys.modules, "cupy", _fake_cupy(lambda: 0))
+    clean_env.setenv("BACKPROP_BACKEND", "cupy")
+    clean_env.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"backprop {argv[0]}: error: backend 'cupy' is unavailable: CuPy is installed but no CUDA GPU is visible"]
+    assert not (tmp_path / "diagram").exists()
+
+
 def test_info_as_subprocess():
     env = {k: v for k, v in os.environ.items() if k not in ENV}
     done = subprocess.run(

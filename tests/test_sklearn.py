@@ -103,7 +103,7 @@ def test_classifier_follows_sklearn_step_for_step(config, blobs):
         np.testing.assert_allclose(ours.validation_scores_, ref.validation_scores_, atol=0.02)
         assert ours.best_validation_score_ == pytest.approx(ref.best_validation_score_, abs=0.02)
     else:
-        assert ours.best_loss_ == pytest.approx(ref.best_loss_, rel=2e-3)
+        assert ours.best_loss_ == pytest.approx(ref.best_loss_, rel=2e-3, abs=1e-5)  # the loss curve's tolerance
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=5e-3)
 
 

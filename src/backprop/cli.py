@@ -1,7 +1,8 @@
 """The ``backprop`` command line: one sub-command per module in `backprop.commands`.
 
 Every sub-command module has ``add_arguments(parser)`` and ``run(args) -> exit code``, and a
-docstring whose first line is its help.  Usage errors exit with code 2 and one line on stderr.
+docstring whose first line is its help.  Usage errors, and a backend that is missing or cannot run here (CuPy without a GPU), exit with code 2
+and one line on stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import sys
 
 from . import __version__
+from .backends import BackendUnavailableError
 
 COMMANDS = ("info", "train", "check", "bench", "diagram")
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except (CommandError, ValueError, TypeError, ImportError, OSError) as exc:
+    except (CommandError, ValueError, TypeError, ImportError, OSError, BackendUnavailableError) as exc:
         print(f"backprop {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
