@@ -25,7 +25,7 @@ import pytest
 from backprop import optim
 from backprop.backends import probe
 from backprop.bench import NETWORKS
-from backprop.trainer import Trainer
+from backprop.training.trainer import Trainer
 
 BACKENDS = [b for b in ("numpy", "jax", "cupy") if probe(b).available]
 STEPS, BATCH = int(os.environ.get("BACKPROP_BENCH_EPOCH_STEPS", 10_000)), 2

@@ -31,7 +31,7 @@ def blobs(n, seed=0):
 def make_trainer(dtype, devices):
     import backprop as bp
     from backprop import optim
-    from backprop.trainer import Trainer
+    from backprop.training.trainer import Trainer
 
     model = bp.MLP([5, 12, 3], activation="tanh", loss="softmax_cross_entropy", alpha=1e-3)
     return Trainer(model, optim.Adam(0.02), backend=bp.get_backend("jax", dtype=dtype), seed=SEED, devices=devices)
@@ -97,7 +97,7 @@ def single(out):
     import io
 
     from backprop import cli
-    from backprop.distributed import bench_devices
+    from backprop.bench.devices import bench_devices
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -133,7 +133,7 @@ def two_process_reference():
 
 
 def multi(process_id, port, out):
-    from backprop import distributed
+    from backprop.training import distributed
 
     address = f"127.0.0.1:{port}"
     distributed.initialize(address, 2, process_id, cpu_devices=2, coordinator_bind_address=address,

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import backprop as bp
 from backprop.cli import main
 from backprop.sklearn import MLPClassifier, MLPRegressor
-from backprop.trainer import Trainer
+from backprop.training.trainer import Trainer
 
 from _counts import count_case
 

@@ -39,7 +39,7 @@ def test_train_as_module_with_progress_bar():
 
 
 def test_train_writes_checkpoint_metrics_and_plot(capsys, tmp_path):
-    from backprop.trainer import Trainer
+    from backprop.training.trainer import Trainer
 
     code, out, _ = run_cli(capsys, "train", "--no-progress", "--epochs", "3", "--hidden", "32,16",
                            "--optimizer", "sgd", "--lr", "0.1", "--out", str(tmp_path))
@@ -129,7 +129,7 @@ def test_check_passes_and_prints_a_table(capsys):
 
 
 def test_check_exits_1_on_a_mismatch(capsys, monkeypatch):
-    from backprop import activations
+    from backprop.core import activations
 
     broken = activations.ACTIVATIONS["tanh"]
     monkeypatch.setitem(activations.ACTIVATIONS, "tanh",

@@ -21,7 +21,7 @@ pytest.importorskip("matplotlib")
 from backprop import MLP, get_backend  # noqa: E402
 from backprop.backends import to_host  # noqa: E402
 from backprop.cli import main  # noqa: E402
-from backprop.commands.diagram import example  # noqa: E402
+from backprop.cli.diagram import example  # noqa: E402
 from backprop.diagram import MAX_BATCH, MAX_UNITS, check_limits, collect, draw, fmt, parse_number  # noqa: E402
 
 SVG = "{http://www.w3.org/2000/svg}"

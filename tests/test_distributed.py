@@ -1,4 +1,4 @@
-"""Data-parallel training on JAX's sharding (`backprop.distributed`, ``Trainer(devices=...)``).
+"""Data-parallel training on JAX's sharding (`backprop.training.distributed`, ``Trainer(devices=...)``).
 
 The multi-device runs happen in subprocesses (tests/_distributed_worker.py) with simulated CPU
 devices, so the rest of the suite keeps its one-device JAX: one process with
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.trainer import Trainer
+from backprop.training.trainer import Trainer
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
 TIMEOUT = 150  # seconds per subprocess run; the runs take ~10-30 s

@@ -14,7 +14,7 @@ import pytest
 
 import backprop as bp
 from backprop import optim
-from backprop.trainer import Trainer
+from backprop.training.trainer import Trainer
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -46,7 +46,7 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
         """
         import os, sys, time
         import backprop as bp
-        from backprop.trainer import Trainer
+        from backprop.training.trainer import Trainer
         path, stalled = sys.argv[1], sys.argv[2]
         trainer = Trainer(bp.MLP([4, 32, 3], loss="softmax_cross_entropy"), seed=0)
         trainer.save(path)
@@ -82,7 +82,7 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
         np.testing.assert_array_equal(a[0], b[0])
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
     assert len(leftovers) == 1  # the killed write's temporary file, never the checkpoint itself
-    with pytest.raises(bp.checkpoint.CheckpointError):
+    with pytest.raises(bp.CheckpointError):
         Trainer.load(tmp_path / leftovers[0])
 
 
@@ -93,7 +93,7 @@ def test_ctrl_c_during_fit_saves_and_resumes(tmp_path):
         import sys, numpy as np
         import backprop as bp
         from backprop.callbacks import Callback, ModelCheckpoint
-        from backprop.trainer import Trainer
+        from backprop.training.trainer import Trainer
         path, started = sys.argv[1], sys.argv[2]
         class Started(Callback):
             def on_batch_end(self, trainer, epoch, batch, loss):
@@ -151,7 +151,7 @@ import numpy as np
 import backprop as bp
 from backprop import optim
 from backprop.callbacks import Callback
-from backprop.trainer import Trainer
+from backprop.training.trainer import Trainer
 
 def rss_bytes():
     with open("/proc/self/statm") as f:
@@ -208,7 +208,7 @@ def test_long_run_has_no_memory_growth_and_is_repeatable():
 
 def test_shape_mismatched_checkpoint_is_refused(tmp_path):
     """A well-formed file (valid checksum) whose tensors do not fit its model is refused clearly."""
-    from backprop import checkpoint
+    from backprop.training import checkpoint
 
     path = tmp_path / "m.safetensors"
     Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), backend="numpy").save(path)
@@ -222,7 +222,7 @@ def test_shape_mismatched_checkpoint_is_refused(tmp_path):
 def test_checkpoint_with_mis_shaped_optimizer_state_is_refused(tmp_path):
     """Optimizer-state arrays that do not fit the network are refused by name; a 0-d count, which
     safetensors stores with shape (1,), comes back 0-d and training resumes."""
-    from backprop import checkpoint
+    from backprop.training import checkpoint
 
     path = tmp_path / "m.safetensors"
     trainer = Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), backend="numpy")

@@ -1,7 +1,7 @@
 """The fused step (NumPy, CuPy): the same results as the pure step, on preallocated buffers.
 
-`backprop.fused.FusedStep` re-states the training step with in-place kernels; these tests hold
-it to the pure step of `backprop.trainer` (which JAX compiles and which the gradient tests check
+`backprop.training.fused.FusedStep` re-states the training step with in-place kernels; these tests hold
+it to the pure step of `backprop.training.trainer` (which JAX compiles and which the gradient tests check
 against jax.grad) for every activation, loss and optimizer, and check its own contract: refused
 steps change nothing, foreign params and state are copied in, epochs equal a loop of steps,
 and Ctrl-C lands between steps.
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop import fused, optim
+from backprop import optim
+from backprop.training import fused
 from backprop.backends import get_backend, probe
 from backprop.backends._base import to_host
-from backprop.fused import FusedStep, supports
-from backprop.trainer import Trainer, TrainingDivergedError, _pure_step, compiled_step
+from backprop.training.fused import FusedStep, supports
+from backprop.training.trainer import Trainer, TrainingDivergedError, _pure_step, compiled_step
 
 WRITABLE = [name for name in ("numpy", "cupy") if probe(name).available]
 if not WRITABLE:  # pragma: no cover - numpy is a core dependency
@@ -364,8 +365,8 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread, lib):
     """On NumPy, logits within a few units share one shift and rows 1e4 apart fall back to a
     shift per row; other libraries always shift each row by its own largest logit.  The loss is
     scaled by ``scale``, δ by ``dscale`` (plain SGD's η rides on it)."""
-    from backprop.fused import LOSSES, _Plan
-    from backprop.losses import get_loss
+    from backprop.training.fused import LOSSES, _Plan
+    from backprop.core.losses import get_loss
 
     rng = np.random.default_rng(6)
     Z = (rng.normal(size=(9, 4)) + spread * rng.integers(-1, 2, size=(9, 1))).astype(dtype)
@@ -383,7 +384,7 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread, lib):
 
 def test_fused_relu_keeps_its_mask_and_refuses_an_overflowed_pre_activation():
     """relu = Z ⊙ [Z > 0] with the mask kept for the derivative; Z = −inf gives NaN (not 0)."""
-    from backprop.fused import DERIVATIVE, FORWARD
+    from backprop.training.fused import DERIVATIVE, FORWARD
 
     Z = np.array([[-2.0, 0.0, 3.0], [np.inf, -np.inf, 0.5]], dtype=np.float32)
     out, mask = np.empty_like(Z), np.empty_like(Z)

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backprop import MLP, check_gradients, get_backend
-from backprop.activations import ACTIVATIONS
+from backprop.core.activations import ACTIVATIONS
 from backprop.backends import BACKENDS, probe
 from backprop.gradcheck import reference_loss, relative_error
-from backprop.losses import LOSSES, REDUCTIONS
+from backprop.core.losses import LOSSES, REDUCTIONS
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 KINKED = ("relu", "leaky_relu")  # f' jumps at 0

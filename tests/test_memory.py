@@ -19,9 +19,9 @@ import pytest
 import backprop as bp
 from backprop import optim
 from backprop.bench import needed_bytes
-from backprop.fused import FusedStep
+from backprop.training.fused import FusedStep
 from backprop.optim import tree_leaves
-from backprop.trainer import Trainer, compiled_step
+from backprop.training.trainer import Trainer, compiled_step
 
 STEPS = 10_000
 # NumPy keeps a cache of small freed buffers, which tracemalloc still counts: a few KiB that come

@@ -418,7 +418,7 @@ def test_plain_trainers_never_get_the_estimators_steps(small_regression):
     hyperparameters must still get its own step (plain loss, (count, velocity) state)."""
     from backprop import MLP
     from backprop.optim import SGD
-    from backprop.trainer import Trainer
+    from backprop.training.trainer import Trainer
 
     X, Y = small_regression
     MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", alpha=0.1, max_iter=1, backend="numpy").partial_fit(X, Y)

@@ -10,8 +10,8 @@ import pytest
 import backprop as bp
 from backprop import optim
 from backprop.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from backprop.checkpoint import CheckpointError
-from backprop.trainer import Trainer, TrainingDivergedError
+from backprop.training.checkpoint import CheckpointError
+from backprop.training.trainer import Trainer, TrainingDivergedError
 
 
 def blobs(n=240, seed=0):
@@ -38,7 +38,7 @@ def assert_same_params(a, b):
 def test_first_argmax_is_argmax_with_ties_and_nan(backend):
     """The accuracy count's argmax (two plain reductions) picks the first of tied largest entries,
     as argmax does, and no class for a row holding NaN."""
-    from backprop.losses import first_argmax
+    from backprop.core.losses import first_argmax
 
     rng = np.random.default_rng(3)
     A = rng.integers(0, 3, size=(200, 5)).astype(np.float32)  # many ties

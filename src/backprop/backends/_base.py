@@ -83,7 +83,7 @@ class Backend:
     array-API namespace the core computes with), ``device`` (the library's device object),
     ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype), ``dtype_name`` and
     ``array_type`` (the class of the backend's arrays).  ``inplace``: the array library whose
-    functions write into ``out=`` arrays (numpy, cupy) for the fused step (`backprop.fused`),
+    functions write into ``out=`` arrays (numpy, cupy) for the fused step (`backprop.training.fused`),
     None where arrays are immutable (JAX) or the standard's functions are all there is.
     ``logistic``: for the fused step, a loader of ``(expit, most)``: the logistic sigmoid
     1 / (1 + e^(−z)) as one ufunc that writes into ``out=``, and the largest array (in entries)

@@ -50,3 +50,14 @@ def load(device: str | None, dtype: str) -> Backend:
 
 def devices() -> list[str]:
     return ["cpu"]
+
+
+def blas_info() -> list[dict]:
+    """NumPy's BLAS libraries (name, version, kernel, threads) from threadpoolctl."""
+    from threadpoolctl import threadpool_info
+
+    return [
+        {k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]

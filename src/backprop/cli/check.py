@@ -18,9 +18,9 @@ def add_arguments(parser) -> None:
 
 def random_case(rng: np.random.Generator, index: int):
     """A random (model, X, y): depth 0-3 hidden layers, widths 1-16, batch 1-16, cycling activations and losses."""
-    from ..activations import ACTIVATIONS
-    from ..losses import LOSSES
-    from ..mlp import MLP
+    from ..core.activations import ACTIVATIONS
+    from ..core.losses import LOSSES
+    from ..core.mlp import MLP
 
     activation = sorted(ACTIVATIONS)[index % len(ACTIVATIONS)]
     loss = LOSSES[index % len(LOSSES)]
@@ -41,7 +41,7 @@ def random_case(rng: np.random.Generator, index: int):
 
 def run(args) -> int:
     from .. import check_gradients, get_backend
-    from ..cli import CommandError
+    from . import CommandError
 
     if args.cases < 1:
         raise CommandError(f"--cases must be >= 1, got {args.cases}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device as device_of
 
-from .backends import to_host
+from ..backends import to_host
 
 
 def _native(x: Any, xp) -> bool:

@@ -67,7 +67,7 @@ class MLP:
     ``layer_sizes``: (n_features, hidden…, n_outputs).  ``activation``: the hidden layers' f.
     ``output_activation``: ŷ = f(Z) for squared_error (default identity); the cross-entropies fix
     their own link (sigmoid, softmax) and take None.  ``loss``: squared_error,
-    binary_cross_entropy or softmax_cross_entropy (see `backprop.losses` for the formulas).
+    binary_cross_entropy or softmax_cross_entropy (see `backprop.core.losses` for the formulas).
     ``reduction``: "mean" (scale = 1/n over the batch) or "sum" (scale = 1).
     ``alpha``: L2 penalty scale · (alpha/2) Σ_l ‖W_l‖²_F on the weights, not the biases, so its
     gradient adds scale · alpha · W_l to dW_l (with "mean" this is scikit-learn's scaling).
@@ -145,7 +145,7 @@ class MLP:
         The numbers are drawn on the host (see `backprop.backends.Generator`), so a seed gives
         the same initial weights on every backend.  ``backend``: a Backend, a name or None (env).
         """
-        from .backends import get_backend
+        from ..backends import get_backend
 
         backend = get_backend(backend)
         rng = backend.rng(seed)
@@ -262,7 +262,7 @@ class MLP:
     def loss_and_grad(self, params: Params, X, y, return_intermediates: bool = False):
         """``(loss, grads)`` with grads shaped like params; ``(loss, grads, Intermediates)`` on request.
 
-        X: (n_samples, n_features) floats; y: targets for the loss (see `backprop.validation.as_targets`).
+        X: (n_samples, n_features) floats; y: targets for the loss (see `backprop.core.validation.as_targets`).
         """
         xp, X, Y = self.prepare(params, X, y)
         loss, grads, intermediates = self.value_and_grad(xp, params, X, Y)

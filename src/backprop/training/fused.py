@@ -1,7 +1,7 @@
 """The training step fused into preallocated buffers, for backends whose arrays can be written
 (NumPy, CuPy).
 
-`backprop.trainer` states the step once as pure array-API code, and JAX compiles that (XLA
+`backprop.training.trainer` states the step once as pure array-API code, and JAX compiles that (XLA
 fuses the elementwise work and reuses buffers itself).  NumPy and CuPy run each operation as it
 comes, allocating its result, so for them the same step is planned once per batch size with
 every array allocated up front:
@@ -45,8 +45,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .mlp import MLP
-from .optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
+from ..core.mlp import MLP
+from ..core.optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
 
 
 # -- activations: out = f(Z), and δ ⊙= f′ from H = f(Z) -------------------------------------------

@@ -9,7 +9,7 @@ The grid: `NETWORKS` × batch sizes (`CPU_BATCH_SIZES`, plus 8192 and 65536 on a
 callable that runs ONE step and synchronises (see `build`):
 
 ``backprop``
-    the library's own compiled step, `backprop.trainer.Trainer.step`, fed back its own outputs
+    the library's own compiled step, `backprop.training.trainer.Trainer.step`, fed back its own outputs
     (on JAX the parameters and optimizer state are donated, as in training).
 ``matmul_floor``
     only the matrix products that a step needs, into preallocated outputs where the backend
@@ -45,9 +45,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, get_backend, probe, to_host
-from .gradcheck import reference_loss
-from .mlp import MLP
+from ..backends import BACKENDS, Backend, get_backend, probe, to_host
+from ..gradcheck import reference_loss
+from ..core.mlp import MLP
 
 # -- the grid --------------------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ def _loaded(module: str):
 def make_optimizer(name: str = "sgd", network: Network | None = None):
     """The optimizer every contender uses: SGD (lr = network.sgd_lr, 0.01 but 1e-4 for wide) or
     Adam (lr = 1e-3), without momentum, weight decay or clipping."""
-    from . import optim
+    from ..core import optim
 
     if name == "sgd":
         return optim.SGD(lr=network.sgd_lr if network is not None else 0.01)
@@ -309,7 +309,7 @@ def effective_matmul_precision(backend: Backend) -> str:
     if not is_gpu(backend):
         return "float32"
     if backend.name == "jax":
-        from .backends.jax import matmul_precision
+        from ..backends.jax import matmul_precision
 
         return "float32" if matmul_precision() == "highest" else "tf32"
     return "tf32" if os.environ.get("CUPY_TF32", "0").strip() not in ("", "0") else "float32"
@@ -321,8 +321,8 @@ def _host_params(backend: Backend, params) -> list:
 
 def build_backprop(network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0) -> Contender:
     """The library's compiled step (`Trainer.step`), fed back its own params and state."""
-    from .optim import tree_leaves
-    from .trainer import Trainer
+    from ..core.optim import tree_leaves
+    from ..training.trainer import Trainer
 
     memory = StepMemory(backend)
     try:
@@ -462,7 +462,7 @@ def build_jax_grad(network: Network, batch: int, backend: Backend, optimizer: st
 def _cpu_threads() -> int:
     """The BLAS thread count NumPy uses (threadpoolctl), else the CPUs this process may use."""
     try:
-        from .commands.info import blas_info
+        from ..backends.numpy import blas_info
 
         threads = [lib["num_threads"] for lib in blas_info() if lib.get("num_threads")]
         if threads:
@@ -778,9 +778,9 @@ ENV_VARS = ("BACKPROP_BACKEND", "BACKPROP_DEVICE", "BACKPROP_MATMUL_PRECISION", 
 
 def environment() -> dict:
     """Date, host, versions, BLAS (threadpoolctl: library, kernel, threads), environment variables."""
-    from . import __version__
-    from .backends.jax import matmul_precision
-    from .commands.info import blas_info
+    from .. import __version__
+    from ..backends.jax import matmul_precision
+    from ..backends.numpy import blas_info
 
     try:
         blas = blas_info()

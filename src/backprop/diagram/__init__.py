@@ -4,7 +4,7 @@ Batch backpropagation is understood by following arrows: start at the loss, mult
 along each arrow, and add where several arrows meet.  A weight is used by every example of the
 batch, so it receives one arrow per example, and its gradient is the sum of their contributions.
 `draw` renders exactly that for a small network and a small batch, one figure per step of the
-derivation (0-based layers as in `backprop.mlp`: layer l maps H[l] to H[l+1], δ_l = ∂L/∂Z[l]):
+derivation (0-based layers as in `backprop.core.mlp`: layer l maps H[l] to H[l+1], δ_l = ∂L/∂Z[l]):
 
     0. forward pass   every unit per example (one shade per example) with its value, W and b
     1. loss layer     δ_{L−1} = ∂L/∂ŷ ⊙ f′(Z)   (= scale·(ŷ − y) for squared error + identity)
@@ -53,7 +53,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backends import to_host
+from ..backends import to_host
 
 MAX_UNITS = 8
 MAX_BATCH = 4
@@ -894,7 +894,7 @@ Every number below comes from the library's own <code>loss_and_grad(..., return_
 (output {e(model.loss_layer.activation.name)}, reduction “{e(cfg["reduction"])}”,
 scale s = {e(_scale_text(nb.scale, nb.n_samples))});
 L2 α = {e(fmt(cfg["alpha"]))}; loss L = {e(fmt(nb.loss))}.
-Layers are numbered from 0 as in <code>backprop.mlp</code>: layer l maps H<sub>l</sub> to H<sub>l+1</sub>,
+Layers are numbered from 0 as in <code>backprop.core.mlp</code>: layer l maps H<sub>l</sub> to H<sub>l+1</sub>,
 Z<sub>l</sub> = H<sub>l</sub>W<sub>l</sub> + b<sub>l</sub>, δ<sub>l</sub> = ∂L/∂Z<sub>l</sub>,
 dH<sub>l</sub> = ∂L/∂H<sub>l</sub>.</p>
 <p>Examples: {legend}</p>

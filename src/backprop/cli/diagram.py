@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import CommandError, positive_ints
+from . import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
@@ -57,7 +57,7 @@ def example(layers=(2, 3, 1), batch: int = 2, activation: str = "sigmoid", loss:
     """
     from ..backends import get_backend
     from ..diagram import check_limits
-    from ..mlp import MLP
+    from ..core.mlp import MLP
 
     sizes = tuple(layers)
     check_limits(sizes, batch)

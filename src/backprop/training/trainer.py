@@ -8,7 +8,7 @@ the parameters and optimizer state donated on JAX):
 
 and it refuses to take a step whose loss or new parameters are not finite, so a diverging run
 stops with `TrainingDivergedError` and keeps the last finite parameters.  On NumPy and CuPy the
-same step runs fused into preallocated buffers (`backprop.fused`).  Data stay where the
+same step runs fused into preallocated buffers (`backprop.training.fused`).  Data stay where the
 caller put them: NumPy data are sliced on the host and each batch is moved to the device, so a
 data set larger than device memory still trains; arrays of the backend are sliced on the device.
 """
@@ -27,12 +27,12 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from . import checkpoint, fused
-from .backends import get_backend, to_host
+from ..backends import get_backend, to_host
 from .callbacks import Callback
 from .distributed import data_parallel
-from .mlp import MLP
-from .optim import Adam, from_config
-from .validation import as_matrix, as_targets
+from ..core.mlp import MLP
+from ..core.optim import Adam, from_config
+from ..core.validation import as_matrix, as_targets
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -124,7 +124,7 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     update (p − η·u is ±inf or NaN whenever p is).  Otherwise the epoch is run again from the
     kept inputs with the safeguards, which refuse the first bad step as step-by-step training does.
     """
-    from .backends.jax import epoch_unroll
+    from ..backends.jax import epoch_unroll
 
     unroll = epoch_unroll(backend.device.platform)
     key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend), unroll)
@@ -215,9 +215,9 @@ class Trainer:
     ``compile_epochs`` (default True): on JAX, `fit` runs each epoch's full batches as one
     compiled ``lax.scan`` of the step (one dispatch per epoch) unless a callback has a per-batch
     hook, training is data-parallel, or the epoch's data exceed `MAX_SCAN_BYTES`; with the fused
-    step (NumPy, CuPy) it runs each epoch's steps in one call of `backprop.fused.FusedStep.epoch`.
+    step (NumPy, CuPy) it runs each epoch's steps in one call of `backprop.training.fused.FusedStep.epoch`.
     ``devices`` (JAX backend only): None, "all", N, a list of JAX devices or a Mesh with a "data"
-    axis -- data-parallel training over them, see `backprop.distributed` (``parallel``).
+    axis -- data-parallel training over them, see `backprop.training.distributed` (``parallel``).
     """
 
     def __init__(self, model: MLP, optimizer=None, backend=None, seed: int = 0, devices=None):

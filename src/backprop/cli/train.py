@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from ..cli import CommandError, positive_ints
+from . import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
-    from ..activations import ACTIVATIONS
+    from ..core.activations import ACTIVATIONS
 
     parser.add_argument("--data", help="a .npz (X, y) or .csv (target last) file; default: the digits data set")
     parser.add_argument("--task", default="auto", help="classification, regression or auto (default)")
@@ -88,10 +88,10 @@ def run(args) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from .. import MLP, get_backend
-    from ..callbacks import ModelCheckpoint
-    from ..data import digits, infer_task, load_file
-    from ..optim import get_optimizer
-    from ..trainer import Trainer
+    from ..training.callbacks import ModelCheckpoint
+    from .data import digits, infer_task, load_file
+    from ..core.optim import get_optimizer
+    from ..training.trainer import Trainer
 
     _check_options(args)
     hidden = positive_ints(args.hidden, "--hidden", "128,64")

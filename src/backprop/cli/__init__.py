@@ -1,4 +1,4 @@
-"""The ``backprop`` command line: one sub-command per module in `backprop.commands`.
+"""The ``backprop`` command line: one sub-command per module in `backprop.cli`.
 
 Every sub-command module has ``add_arguments(parser)`` and ``run(args) -> exit code``, and a
 docstring whose first line is its help.  Usage errors, and a backend that is missing or cannot run here (CuPy without a GPU), exit with code 2
@@ -11,8 +11,8 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .backends import BackendUnavailableError
+from .. import __version__
+from ..backends import BackendUnavailableError
 
 COMMANDS = ("info", "train", "check", "bench", "diagram")
 
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"backprop.commands.{name}")
+            module = importlib.import_module(f"backprop.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"backprop.commands.{name}":
+            if exc.name != f"backprop.cli.{name}":
                 raise
             continue
         doc = (module.__doc__ or name).strip().splitlines()[0]

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from ..cli import CommandError, positive_ints
+from . import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="a one-minute grid (small networks and batches, short budget)")
     parser.add_argument("--out", help="folder for bench.json, bench.txt and bench.png")
     parser.add_argument("--devices", help="data-parallel scaling instead: the backprop step on JAX on 1,2,4… devices "
-                        "(comma-separated counts; simulated CPU devices where there is no GPU), see backprop.distributed")
+                        "(comma-separated counts; simulated CPU devices where there is no GPU), see backprop.training.distributed")
 
 
 def _names(text: str | None, valid, what: str) -> list[str] | None:
@@ -146,7 +146,6 @@ def _run(args, opts: dict) -> int:
     from .. import bench
 
     if getattr(args, "devices", None):
-        from ..distributed import bench_command
 
         return bench_command(args, opts)
     # JAX would otherwise grab 75% of a GPU's memory and starve CuPy and torch in this process.
@@ -235,3 +234,36 @@ def _run(args, opts: dict) -> int:
                   '(pip install "backprop[plot]")', file=sys.stderr)
         print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}", file=sys.stderr)
     return 0
+
+
+def bench_command(args, opts: dict) -> int:
+    """``backprop bench --devices 1,2,4``: the device-scaling table (and bench_devices.json in --out)."""
+    import json
+    import os
+    import sys
+
+    from .. import bench
+    from ..bench.devices import bench_devices, format_devices_table
+
+    counts = parse_device_counts(args.devices)
+    if opts.get("backends") not in (None, ["jax"]):
+        raise ValueError("--devices benchmarks the JAX backend only (leave out --backends or pass --backends jax)")
+    if bench.probe("jax").reason is not None:
+        raise ValueError(f"--devices needs the JAX backend: {bench.probe('jax').reason}")
+    networks = opts["networks"] if args.networks else ["digits", "mnist"]
+    report = bench_devices(counts, networks, opts["batch_sizes"], opts["optimizer"], opts["time_budget_s"],
+                           log=lambda line: print(line, file=sys.stderr))
+    table = format_devices_table(report)
+    print(table)
+    if args.out:
+        with open(os.path.join(args.out, "bench_devices.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(args.out, "bench_devices.txt"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        print(f"wrote {os.path.join(args.out, 'bench_devices.json')}, bench_devices.txt", file=sys.stderr)
+    return 0
+
+
+def parse_device_counts(text: str) -> list[int]:
+    """``"1,2,4"`` as [1, 2, 4] (positive integers, duplicates dropped)."""
+    return list(dict.fromkeys(positive_ints(text, "--devices", "1,2,4", what="device counts")))

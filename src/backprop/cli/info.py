@@ -14,21 +14,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def blas_info() -> list[dict]:
-    """NumPy's BLAS libraries (name, version, kernel, threads) from threadpoolctl."""
-    import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
-    from threadpoolctl import threadpool_info
-
-    return [
-        {k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
-        for lib in threadpool_info()
-        if lib.get("user_api") == "blas"
-    ]
-
-
 def report() -> dict:
     from .. import __version__
     from ..backends import BACKENDS, get_backend, probe
+    from ..backends.numpy import blas_info
 
     backends = []
     for name in BACKENDS:

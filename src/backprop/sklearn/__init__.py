@@ -25,7 +25,7 @@ How scikit-learn's algorithm maps onto the library
   epochs shuffle, split (early stopping) and batch the samples with the same random stream, so
   with the same ``random_state`` both libraries start from the same weights and see the same
   batches.
-* Every stochastic step is the `backprop.trainer.Trainer`'s compiled step (forward, loss layer,
+* Every stochastic step is the `backprop.training.trainer.Trainer`'s compiled step (forward, loss layer,
   hand-written backward, optimizer update; ``jax.jit`` on JAX, cached between fits of the same
   architecture so refitting does not recompile; a refit of the same network reuses the trainer
   and its buffers, with fresh weights and optimizer state).  The epoch logic around it is
@@ -81,13 +81,13 @@ import warnings
 import numpy as np
 from array_api_compat import array_namespace
 
-from .activations import Activation
-from .backends import BACKENDS, get_backend, to_host
-from .fused import FusedStep
-from .losses import Loss, LossOutput
-from .mlp import MLP
-from .optim import SGD, Adam, tree_leaves, tree_map
-from .trainer import Trainer, deferred_interrupt
+from ..core.activations import Activation
+from ..backends import BACKENDS, get_backend, to_host
+from ..training.fused import FusedStep
+from ..core.losses import Loss, LossOutput
+from ..core.mlp import MLP
+from ..core.optim import SGD, Adam, tree_leaves, tree_map
+from ..training.trainer import Trainer, deferred_interrupt
 
 try:  # scikit-learn >= 1.6 (validate_data, __sklearn_tags__)
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier

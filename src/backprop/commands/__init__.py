@@ -1,1 +1,0 @@
-"""The sub-commands of the ``backprop`` command line, one module each (see `backprop.cli`)."""

@@ -1,0 +1,1 @@
+"""Training: the step (pure, compiled or fused), the trainer, checkpoints, callbacks and data parallelism."""
