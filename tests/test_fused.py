@@ -18,6 +18,8 @@ import pytest
 
 import backprop as bp
 from backprop import optim
+from backprop.core.activations import ACTIVATIONS
+from backprop.core.losses import LOSSES, get_loss
 from backprop.training import fused
 from backprop.backends import get_backend, probe
 from backprop.backends._base import to_host
@@ -28,25 +30,53 @@ WRITABLE = [name for name in ("numpy", "cupy") if probe(name).available]
 if not WRITABLE:  # pragma: no cover - numpy is a core dependency
     pytest.skip("no backend with writable arrays", allow_module_level=True)
 
-OPTIMIZERS = {
-    "sgd": lambda: optim.SGD(0.1),
-    "sgd-nesterov-wd": lambda: optim.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-    "sgd-momentum-cosine": lambda: optim.SGD(optim.cosine_decay(0.1, 5), momentum=0.5),
-    "adam-clip": lambda: optim.Adam(0.01, clip_norm=0.05),
-    "adamw-step-decay": lambda: optim.AdamW(optim.step_decay(0.01, 2), weight_decay=0.1),
-    "rmsprop-momentum": lambda: optim.RMSprop(0.01, momentum=0.5),
-    "rmsprop": lambda: optim.RMSprop(0.01),
-}
-NETWORKS = [  # (activation, loss, output activation): every fused kernel and the fallbacks
-    ("sigmoid", "squared_error", None),
-    ("tanh", "softmax_cross_entropy", None),
-    ("relu", "binary_cross_entropy", None),
-    ("identity", "squared_error", "tanh"),
-    ("relu", "squared_error", "sigmoid"),
-    ("sigmoid", "squared_error", "relu"),
-    ("gelu", "softmax_cross_entropy", None),
-    ("elu", "squared_error", None),
-]
+def _optimizer_classes() -> list[type]:
+    """Every optimizer class of `backprop.optim`, found by walking Optimizer's subclasses."""
+    found, todo = [], [optim.Optimizer]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__ == optim.__name__ and cls is not optim.Optimizer:
+            found.append(cls)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def _variants(cls) -> dict:
+    """Configurations of ``cls`` that switch on each of its hyperparameters, a schedule and clipping."""
+    hyper = set(cls.hyperparameters)
+    name = cls.__name__.lower()
+    variants = {name: lambda: cls(0.01), f"{name}-clip-cosine": lambda: cls(optim.cosine_decay(0.05, 5), clip_norm=0.05)}
+    if "momentum" in hyper:
+        variants[f"{name}-momentum-step-decay"] = lambda: cls(optim.step_decay(0.05, 2), momentum=0.5)
+    if "nesterov" in hyper:
+        variants[f"{name}-nesterov"] = lambda: cls(0.05, momentum=0.9, nesterov=True)
+    if "weight_decay" in hyper:
+        variants[f"{name}-weight-decay"] = lambda: cls(0.05, weight_decay=0.1)
+    return variants
+
+
+FAST_OPTIMIZERS = [cls for cls in _optimizer_classes() if "_step_inplace" in vars(cls)]
+OPTIMIZERS = {key: make for cls in _optimizer_classes() for key, make in _variants(cls).items()}
+FAST_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if a.f_into is not None and a.df_into is not None)
+NETWORKS = (  # (activation, loss, output activation): every in-place form, found by introspection, and fallbacks
+    [(name, "squared_error", None) for name in FAST_ACTIVATIONS]  # each hidden activation's f_into and df_into
+    + [("tanh", "squared_error", name) for name in FAST_ACTIVATIONS]  # the squared error through each output
+    + [("relu", loss, None) for loss in LOSSES if loss != "squared_error"]  # the cross-entropies
+    + [("gelu", "softmax_cross_entropy", None), ("elu", "squared_error", "softplus")]  # no in-place form
+)
+
+
+def test_the_parity_grid_covers_every_in_place_form():
+    """A new in-place form cannot go untested: every optimizer class with its own ``_step_inplace``
+    and every loss layer with a ``delta_kernel`` appear in the grids above."""
+    assert {type(make()) for make in OPTIMIZERS.values()} >= set(FAST_OPTIMIZERS) >= {optim.SGD, optim.Adam}
+    links = {(loss, output or "identity") for _, loss, output in NETWORKS}
+    for loss in LOSSES:
+        for output in ACTIVATIONS:
+            if loss == "squared_error" and get_loss(loss, output).delta_kernel() is not None:
+                assert (loss, output) in links
+        if loss != "squared_error" and get_loss(loss).delta_kernel() is not None:
+            assert any(n[1] == loss for n in NETWORKS)
 
 
 def _targets(loss: str, rng, n: int, k: int):
@@ -212,18 +242,72 @@ def test_foreign_params_and_state_are_copied_in(backend64):
         np.testing.assert_allclose(have, want, rtol=1e-12)
 
 
-def test_a_fused_step_needs_writable_arrays_and_a_known_optimizer():
-    """JAX's arrays are immutable and an optimizer of one's own has no fused update: a clear error."""
+def test_a_fused_step_needs_writable_arrays():
+    """JAX's arrays are immutable: a clear error."""
     model = bp.MLP([3, 4, 2])
-
-    class Custom(optim.Optimizer):
-        name, hyperparameters = "custom", ()
-
-    with pytest.raises(ValueError, match=r"no fused step for Custom on the numpy backend"):
-        FusedStep(model, Custom(0.1, None), get_backend("numpy"))
+    assert supports(get_backend("numpy"), optim.SGD(0.1))
     if probe("jax").available:
-        with pytest.raises(ValueError, match=r"no fused step for SGD on the jax backend"):
+        with pytest.raises(ValueError, match=r"no fused step on the jax backend"):
             FusedStep(model, optim.SGD(0.1), get_backend("jax"))
+
+
+class SignSGD(optim.SGD):
+    """p ← p − η sign(g): a subclass that restates `_step` and has no in-place form of its own."""
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        return optim.tree_map(lambda p, g: p - lr * xp.sign(g), params, grads), buffers
+
+
+class Lion(optim.Optimizer):
+    """An optimizer of one's own with a state of its own: Lion (Chen et al., 2023) without decay."""
+
+    name, hyperparameters, State = "lion", ("beta1", "beta2"), optim.SGDState
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.99):
+        super().__init__(lr, None)
+        self.beta1, self.beta2 = beta1, beta2
+
+    def init(self, params):
+        return optim.SGDState(self._count(params), optim.tree_map(lambda a: a * 0.0, params))
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        (m,) = buffers
+        direction = optim.tree_map(lambda m, g: xp.sign(self.beta1 * m + (1 - self.beta1) * g), m, grads)
+        m = optim.tree_map(lambda m, g: self.beta2 * m + (1 - self.beta2) * g, m, grads)
+        return optim.tree_map(lambda p, d: p - lr * d, params, direction), (m,)
+
+
+@pytest.mark.parametrize("make", [lambda: SignSGD(0.1), lambda: Lion(0.05)], ids=["SignSGD", "Lion"])
+def test_an_optimizer_without_its_own_in_place_form_runs_its_own_step(backend_name, make):
+    """On every backend the trainer's step applies the optimizer's own ``_step``: a subclass that
+    restates the math never inherits its parent's in-place form (one SignSGD step moves every
+    weight by exactly η, where SGD's would move it by η |g|)."""
+    optimizer = make()
+    assert optimizer.inplace_step() is None
+    model = bp.MLP([4, 5, 3], activation="tanh", loss="softmax_cross_entropy")
+    trainer = Trainer(model, optimizer, backend=backend_name, seed=0)
+    if backend_name in WRITABLE:
+        assert isinstance(trainer.step, FusedStep)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(16, 4)), rng.integers(0, 3, 16)
+    before = [np.array(to_host(a), dtype=np.float64) for a in optim.tree_leaves(trainer.params)]
+    pure_params, pure_state = trainer.snapshot(), optimizer.init(trainer.snapshot())
+    _, Xb, Yb = model.prepare(pure_params, X, y)
+    for _ in range(3):
+        trainer.train_step(X, y)
+        loss, grads = model.value_and_grad(trainer.backend.xp, pure_params, Xb, Yb)[:2]
+        pure_params, pure_state = optimizer.update(pure_params, grads, pure_state)
+    got = [np.array(to_host(a), dtype=np.float64) for a in optim.tree_leaves(trainer.params)]
+    want = [np.array(to_host(a), dtype=np.float64) for a in optim.tree_leaves(pure_params)]
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    if isinstance(optimizer, SignSGD):  # after one step from fresh weights: |Δw| = η wherever g ≠ 0
+        fresh = Trainer(model, optimizer, backend=backend_name, seed=0)
+        fresh.train_step(X, y)
+        moved = [np.abs(np.array(to_host(a), dtype=np.float64) - b) for a, b in
+                 zip(optim.tree_leaves(fresh.params), before)]
+        assert all(np.allclose(m[m > 1e-6], 0.1, rtol=1e-5) for m in moved)
+        assert max(float(m.max()) for m in moved) == pytest.approx(0.1, rel=1e-5)
 
 
 def test_mis_shaped_params_or_state_are_refused(backend64):
@@ -365,8 +449,7 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread, lib):
     """On NumPy, logits within a few units share one shift and rows 1e4 apart fall back to a
     shift per row; other libraries always shift each row by its own largest logit.  The loss is
     scaled by ``scale``, δ by ``dscale`` (plain SGD's η rides on it)."""
-    from backprop.training.fused import LOSSES, _Plan
-    from backprop.core.losses import get_loss
+    from backprop.training.fused import _Plan
 
     rng = np.random.default_rng(6)
     Z = (rng.normal(size=(9, 4)) + spread * rng.integers(-1, 2, size=(9, 1))).astype(dtype)
@@ -375,7 +458,8 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread, lib):
     want = get_loss("softmax_cross_entropy")(bp.backends.get_backend("numpy").xp, Z, Y, 1 / 9)
     delta = Z.copy()
     plan = _Plan(np, bp.MLP([3, 5, 4], loss="softmax_cross_entropy"), 9, np.dtype(dtype), True)
-    loss, correct = LOSSES[("softmax_cross_entropy", "softmax")](lib, delta, Y, 1 / 9, 0.3 / 9, True, plan)
+    kernel = get_loss("softmax_cross_entropy").delta_kernel()
+    loss, correct = kernel(lib, delta, Y, 1 / 9, 0.3 / 9, True, plan)
     rtol = 1e-6 if dtype == "float32" else 1e-13
     np.testing.assert_allclose(float(loss), float(want.value), rtol=rtol)
     np.testing.assert_allclose(delta, 0.3 * want.delta, rtol=rtol, atol=rtol / 9)
@@ -384,36 +468,40 @@ def test_fused_softmax_cross_entropy_equals_the_loss_layer(dtype, spread, lib):
 
 def test_fused_relu_keeps_its_mask_and_refuses_an_overflowed_pre_activation():
     """relu = Z ⊙ [Z > 0] with the mask kept for the derivative; Z = −inf gives NaN (not 0)."""
-    from backprop.training.fused import DERIVATIVE, FORWARD
-
+    relu = ACTIVATIONS["relu"]
+    assert relu.mask_in_scratch
     Z = np.array([[-2.0, 0.0, 3.0], [np.inf, -np.inf, 0.5]], dtype=np.float32)
     out, mask = np.empty_like(Z), np.empty_like(Z)
     with np.errstate(invalid="ignore"):
-        FORWARD["relu"](np, Z.copy(), out, mask)
+        relu.f_into(np, Z.copy(), out, mask)
     np.testing.assert_array_equal(out[0], [0.0, 0.0, 3.0])
     assert out[1, 0] == np.inf and np.isnan(out[1, 1]) and out[1, 2] == np.float32(0.5)
     D = np.full_like(Z, 2.0)
-    DERIVATIVE["relu"](np, D, out, mask)
+    relu.df_into(np, D, out, mask)
     np.testing.assert_array_equal(D, [[0.0, 0.0, 2.0], [2.0, 0.0, 2.0]])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_sigmoid_takes_the_one_call_form_up_to_its_limit(dtype):
+def test_fused_sigmoid_takes_the_one_call_form_up_to_its_limit(dtype, monkeypatch, request):
     """σ runs as the backend's one-call ufunc (SciPy's expit on NumPy) for arrays of up to its
     limit, and as four NumPy calls above it; both give 1 / (1 + e^(−z)) to within two units in
     the last place, saturating at ±inf without NaN."""
-    import dataclasses
+    from backprop import backends
+    from backprop.backends import numpy as numpy_backend
 
-    backend = get_backend("numpy")
-    expit, most = backend.logistic()
+    expit, most = numpy_backend.logistic()
     assert most == 512 and expit(np.float32(0.0)) == 0.5
+    assert backends.logistic_ufunc(np, 512) is expit and backends.logistic_ufunc(np, 513) is None
     calls = []
 
     def spy(Z, out):
         calls.append(Z.size)
         return expit(Z, out=out)
 
-    kernel = fused._logistic_kernel(dataclasses.replace(backend, logistic=lambda: (spy, 6)))
+    kernel = ACTIVATIONS["sigmoid"].f_into
+    monkeypatch.setattr(numpy_backend, "logistic", lambda: (spy, 6))
+    backends._logistic_of.cache_clear()
+    request.addfinalizer(backends._logistic_of.cache_clear)
     rng = np.random.default_rng(0)
     for shape, one_call in (((2, 3), True), ((1, 6), True), ((7, 1), False), ((4, 300), False)):
         Z = (rng.normal(scale=20.0, size=shape)).astype(dtype)

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from backprop import optim
 from array_api_compat import array_namespace, device
 
 from backprop import MLP
@@ -91,14 +93,20 @@ def test_one_step_changes_params_and_keeps_layout(backend, opt):
     assert new_state[0].shape == () and float(backend.to_numpy(new_state[0])) == 1.0
 
 
-def test_state_is_plain_nested_tuples(backend):
+def test_state_is_a_named_tuple_of_nested_tuples(backend):
     params = make_tree(backend)
     assert len(tree_leaves(SGD().init(params))) == 1  # count only: no velocity without momentum
     assert len(tree_leaves(SGD(momentum=0.5).init(params))) == 1 + 4
     assert len(tree_leaves(Adam().init(params))) == 1 + 2 * 4
     assert len(tree_leaves(RMSprop(momentum=0.5).init(params))) == 1 + 2 * 4
     state = AdamW().init(params)
-    assert type(state) is tuple and all(type(s) is tuple for s in state[1:])
+    assert type(state) is optim.AdamState and state._fields == ("count", "m", "v")
+    assert all(type(s) is tuple for s in state[1:])
+    new_params, new_state = AdamW().update(params, params, state)
+    assert type(new_state) is optim.AdamState and float(backend.to_numpy(new_state.count)) == 1.0
+    assert type(SGD(momentum=0.5).update(params, params, SGD(momentum=0.5).init(params))[1]) is optim.SGDState
+    rms = RMSprop(momentum=0.5)
+    assert rms.update(params, params, rms.init(params))[1]._fields == ("count", "square_avg", "velocity")
 
 
 def test_mismatched_grads_raise(backend):

@@ -204,6 +204,8 @@ def test_resume_from_checkpoint_is_bitwise_identical(tmp_path):
     first.save(tmp_path / "ckpt.safetensors")
     resumed = Trainer.load(tmp_path / "ckpt.safetensors", backend="numpy")
     assert resumed.epoch == 2 and resumed.steps == first.steps
+    assert type(resumed.opt_state) is optim.AdamState  # the named state, rebuilt from the file
+    assert float(resumed.opt_state.count) == first.steps
     resumed.fit(X, y, epochs=2, batch_size=32, progress=False)
     assert_same_params(straight.params, resumed.params)
     assert resumed.history == straight.history
@@ -215,7 +217,7 @@ def test_checkpoint_loads_on_other_backends_with_same_predictions(tmp_path, back
     trainer.fit(X, y, epochs=2, batch_size=16, progress=False)
     trainer.save(tmp_path / "m.safetensors")
     other = Trainer.load(tmp_path / "m.safetensors", backend=backend_name)
-    assert other.backend.name == backend_name
+    assert other.backend.name == backend_name and type(other.opt_state) is optim.SGDState
     np.testing.assert_allclose(other.predict(X), trainer.predict(X), rtol=1e-5, atol=1e-6)
     other.fit(X, y, epochs=1, batch_size=16, progress=False)  # the optimizer state loaded too
 

@@ -27,6 +27,7 @@ __all__ = [
     "Probe",
     "available_backends",
     "get_backend",
+    "logistic_ufunc",
     "probe",
     "to_host",
 ]
@@ -94,3 +95,19 @@ def _load(name: str, device: str | None, dtype: str) -> Backend:
             raise ImportError(f"backend {name!r} is unavailable: {reason}")
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
     return module.load(device, dtype)
+
+
+@functools.lru_cache(maxsize=len(BACKENDS))
+def _logistic_of(library: str) -> tuple:
+    """The backend module's ``logistic()`` for the array library named ``library``, or (None, -1)."""
+    loader = getattr(_module(library), "logistic", None) if library in BACKENDS else None
+    return loader() if loader is not None else (None, -1)
+
+
+def logistic_ufunc(lib, size: int):
+    """The logistic sigmoid 1 / (1 + e^(−z)) as one call that writes into ``out=``, where the array
+    library ``lib`` (numpy, cupy) has one that beats four elementwise calls on arrays of ``size``
+    entries; else None.  Its module names it with ``logistic()`` (SciPy's expit on NumPy, for
+    small arrays only: it is not vectorised; cupyx's on CuPy, one kernel at every size)."""
+    expit, most = _logistic_of(lib.__name__)
+    return expit if size <= most else None

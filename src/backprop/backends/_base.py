@@ -85,9 +85,6 @@ class Backend:
     ``array_type`` (the class of the backend's arrays).  ``inplace``: the array library whose
     functions write into ``out=`` arrays (numpy, cupy) for the fused step (`backprop.training.fused`),
     None where arrays are immutable (JAX) or the standard's functions are all there is.
-    ``logistic``: for the fused step, a loader of ``(expit, most)``: the logistic sigmoid
-    1 / (1 + e^(−z)) as one ufunc that writes into ``out=``, and the largest array (in entries)
-    for which it beats the fused step's four calls; None where the backend has none.
     """
 
     name: str
@@ -103,7 +100,6 @@ class Backend:
     _synchronize: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
     _select: Callable[[Any, Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
     inplace: Any = dataclasses.field(default=None, repr=False)
-    logistic: Callable[[], tuple[Callable, float]] | None = dataclasses.field(default=None, repr=False)
 
     def asarray(self, x: Any, dtype: Any = None):
         """``x`` as an array of this backend on its device.

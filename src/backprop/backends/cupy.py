@@ -29,7 +29,9 @@ def probe() -> str | None:
     return None
 
 
-def _logistic():
+def logistic():
+    """(expit, most): the logistic σ as one ufunc that writes into ``out=``, and the largest array (in
+    entries) for which it beats the fused step's four calls (see `backprop.backends.logistic_ufunc`)."""
     from cupyx.scipy.special import expit
 
     return expit, math.inf  # one kernel launch instead of four, at every size
@@ -65,7 +67,6 @@ def load(device: str | None, dtype: str) -> Backend:
         _to_numpy=cupy.asnumpy,
         _synchronize=synchronize,
         inplace=cupy,
-        logistic=_logistic,
     )
 
 

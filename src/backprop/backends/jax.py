@@ -59,10 +59,9 @@ UNROLL_ACCELERATOR = 32
 def epoch_unroll(platform: str) -> int:
     """How many steps one iteration of a compiled epoch's ``lax.scan`` runs (its ``unroll``):
     ``BACKPROP_EPOCH_UNROLL``, else 1 on a CPU and 32 on a GPU or TPU.  On a GPU every iteration
-    of XLA's loop returns to the host to test its condition (an H200 took 13 µs per step for the
-    2-3-1 network when each iteration ran one step).  On a CPU, XLA compiles a loop of one plain
-    step into far less work than an unrolled one: 0.14 against 1.1 µs per step for the 2-3-1
-    network at unroll 4 on the development VM."""
+    of XLA's loop returns to the host to test its condition, so several steps per iteration pay
+    that once; on a CPU, XLA compiles a loop of one plain step into less work than an unrolled
+    one (measurements: docs/benchmarks.md)."""
     value = os.environ.get("BACKPROP_EPOCH_UNROLL", "").strip()
     if not value:
         return UNROLL.get(platform, UNROLL_ACCELERATOR)

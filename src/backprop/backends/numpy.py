@@ -7,10 +7,8 @@ import numpy as np
 from ._base import Backend, parse_device
 
 PACKAGE = "numpy"
-# SciPy's expit loops over the entries one at a time, about 2× slower per entry than NumPy's
-# vectorised exp, but it is one call where the fused step's sigmoid makes four (negative, exp, add,
-# divide), each with its 1-2 µs of overhead.  On the development VM it was faster up to about 700
-# entries (1.0 against 5.9 µs for 2, 2.8 against 4.0 µs for 512, 8.8 against 6.5 µs for 1024).
+# SciPy's expit is not vectorised, but it is one call where the fused step's sigmoid makes four, each
+# with its per-call overhead: up to this many entries it is the faster (docs/benchmarks.md, "one-call sigmoid").
 LOGISTIC_MAX = 512
 
 
@@ -23,7 +21,9 @@ def probe() -> str | None:
     return None
 
 
-def _logistic():
+def logistic():
+    """(expit, most): the logistic σ as one ufunc that writes into ``out=``, and the largest array (in
+    entries) for which it beats the fused step's four calls (see `backprop.backends.logistic_ufunc`)."""
     from scipy.special import expit  # SciPy comes with scikit-learn, a dependency
 
     return expit, LOGISTIC_MAX
@@ -44,7 +44,6 @@ def load(device: str | None, dtype: str) -> Backend:
         _to_device=lambda host, device: np.asarray(host),
         _to_numpy=np.asarray,
         inplace=np,
-        logistic=_logistic,
     )
 
 

@@ -40,7 +40,8 @@ def random_case(rng: np.random.Generator, index: int):
 
 
 def run(args) -> int:
-    from .. import check_gradients, get_backend
+    from ..backends import get_backend
+    from ..gradcheck import check_gradients
     from . import CommandError
 
     if args.cases < 1:

@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     import jax
     from sklearn.preprocessing import StandardScaler
 
-    from .. import MLP, get_backend
+    from ..backends import get_backend
+    from ..core.mlp import MLP
     from .data import digits
     from ..core.optim import Adam
     from ..training.trainer import Trainer

@@ -87,7 +87,8 @@ def run(args) -> int:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from .. import MLP, get_backend
+    from ..backends import get_backend
+    from ..core.mlp import MLP
     from ..training.callbacks import ModelCheckpoint
     from .data import digits, infer_task, load_file
     from ..core.optim import get_optimizer

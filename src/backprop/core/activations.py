@@ -3,6 +3,14 @@
 Each activation gives ``f(xp, z)`` and ``df(xp, z, h)`` where ``h = f(z)`` is the cached forward
 output: where f′ is cheaper from the output (sigmoid h(1−h), tanh 1−h², elu h+1) it uses it.
 All functions are numerically stable for large |z| (no overflow in exp).
+
+Beside each equation may sit its in-place form, for backends whose arrays can be written (NumPy,
+CuPy: ``lib`` is that library), used by the fused step (`backprop.training.fused`):
+
+    f_into(lib, Z, out, T)     out = f(Z); Z may be overwritten, T (Z's shape) is scratch
+    df_into(lib, D, H, T)      D ⊙= f′, from H = f(Z) (and T, see ``mask_in_scratch``)
+
+An activation without them runs its array-API form and the result is copied in.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+from ..backends import logistic_ufunc
+
 LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
@@ -18,17 +28,65 @@ GELU_A = 0.044715
 
 @dataclasses.dataclass(frozen=True)
 class Activation:
-    """An elementwise non-linearity: ``f(xp, z)``, ``df(xp, z, h)`` and the weight init it suits."""
+    """An elementwise non-linearity: ``f(xp, z)``, ``df(xp, z, h)``, the weight init it suits and,
+    optionally, their in-place forms (see the module docstring).  ``mask_in_scratch``: ``f_into``
+    leaves in T what ``df_into`` reads, so each layer keeps its own T from the forward pass to the
+    backward pass (otherwise one scratch buffer serves every layer)."""
 
     name: str
     f: Callable[[Any, Any], Any]
     df: Callable[[Any, Any, Any], Any]
     init: str  # "glorot" (saturating or linear units) or "he" (rectifier-like units)
+    f_into: Callable | None = dataclasses.field(default=None, repr=False)
+    df_into: Callable | None = dataclasses.field(default=None, repr=False)
+    mask_in_scratch: bool = False
 
 
 def sigmoid(xp, z):
     """σ(z) = 1 / (1 + e^(−z)) = ½ (1 + tanh(z/2)): no exp to overflow, and one pass fewer than a where."""
     return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+def sigmoid_into(lib, Z, out, T):
+    """σ(Z) = 1 / (1 + e^(−Z)) in place: for large −Z, e^(−Z) = inf and σ = 0 (the fused step runs
+    with floating-point warnings off).  NumPy's float32 exp is cheaper than its tanh, so this form
+    differs from `sigmoid`'s.  Where the backend has a one-call logistic ufunc for arrays of this
+    size (`backprop.backends.logistic_ufunc`), that one call replaces the four."""
+    one_call = logistic_ufunc(lib, Z.size)
+    if one_call is not None:
+        one_call(Z, out=out)
+        return
+    lib.negative(Z, out=Z)
+    lib.exp(Z, out=Z)
+    lib.add(Z, 1.0, out=Z)
+    lib.divide(1.0, Z, out=out)
+
+
+def _sigmoid_df_into(lib, D, H, T):
+    """δ ⊙= h (1 − h)."""
+    lib.subtract(1.0, H, out=T)
+    lib.multiply(T, H, out=T)
+    lib.multiply(D, T, out=D)
+
+
+def _tanh_df_into(lib, D, H, T):
+    """δ ⊙= 1 − h²."""
+    lib.multiply(H, H, out=T)
+    lib.subtract(1.0, T, out=T)
+    lib.multiply(D, T, out=D)
+
+
+def _relu_into(lib, Z, out, T):
+    """max(Z, 0) as Z ⊙ [Z > 0], keeping the mask [Z > 0] in T for the derivative (one comparison
+    for both passes).  Only where Z = −inf (an overflow) does this differ: NaN instead of 0, and
+    the step is refused."""
+    lib.greater(Z, 0.0, out=T)
+    lib.multiply(Z, T, out=out)
+
+
+def _relu_df_into(lib, D, H, T):
+    """δ ⊙= [z > 0], the mask `_relu_into` left in T."""
+    lib.multiply(D, T, out=D)
 
 
 def softplus(xp, z):
@@ -67,10 +125,14 @@ def _gelu_df(xp, z, h):
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("identity", lambda xp, z: z, _identity_df, "glorot"),
-        Activation("sigmoid", sigmoid, lambda xp, z, h: h * (1.0 - h), "glorot"),
-        Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z, h: 1.0 - h * h, "glorot"),
-        Activation("relu", lambda xp, z: xp.maximum(z, 0.0), lambda xp, z, h: _step(xp, z), "he"),
+        Activation("identity", lambda xp, z: z, _identity_df, "glorot",
+                   f_into=lambda lib, Z, out, T: lib.copyto(out, Z), df_into=lambda lib, D, H, T: None),
+        Activation("sigmoid", sigmoid, lambda xp, z, h: h * (1.0 - h), "glorot",
+                   f_into=sigmoid_into, df_into=_sigmoid_df_into),
+        Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z, h: 1.0 - h * h, "glorot",
+                   f_into=lambda lib, Z, out, T: lib.tanh(Z, out=out), df_into=_tanh_df_into),
+        Activation("relu", lambda xp, z: xp.maximum(z, 0.0), lambda xp, z, h: _step(xp, z), "he",
+                   f_into=_relu_into, df_into=_relu_df_into, mask_in_scratch=True),
         Activation(
             "leaky_relu",
             lambda xp, z: xp.where(z > 0, z, LEAKY_SLOPE * z),

@@ -12,14 +12,17 @@ With n examples in the batch, ``scale`` is 1/n for ``reduction="mean"`` (the def
 - ``softmax_cross_entropy`` (on logits; integer labels or one-hot/probability rows): ŷ = softmax(Z),
   L = −scale · Σᵢₖ yᵢₖ log softmax(Z)ᵢₖ,  δ = scale · (softmax(Z) − y)  (fused).
 
-Each function here is pure and uses only the array API standard.
+Each function here is pure and uses only the array API standard.  Beside them sit the in-place
+forms of the loss layer for the fused step (`Loss.delta_kernel`): they write δ over Z and return
+(loss, correct) on backends whose arrays can be written (NumPy, CuPy: ``lib``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+import numpy as np
 from array_api_compat import device as device_of
 
 from .activations import Activation, get_activation, sigmoid, softplus
@@ -45,9 +48,8 @@ def log_softmax(xp, z):
 
 def first_argmax(xp, A):
     """argmax along axis 1 (the first of tied largest entries) from two plain reductions:
-    min{j : A_ij = max_k A_ik}.  XLA compiles argmax's paired (value, index) reduction into a
-    slower loop on the CPU: a JAX step of the digits network at batch 2 and 32 took 4-5% less
-    time this way.  A row holding NaN gets index n_columns, matching no class."""
+    min{j : A_ij = max_k A_ik}, which XLA compiles into less work than argmax's paired (value,
+    index) reduction.  A row holding NaN gets index n_columns, matching no class."""
     columns, device = A.shape[1], device_of(A)
     j = xp.arange(columns, dtype=xp.int32, device=device)
     tops = A == xp.max(A, axis=1, keepdims=True)
@@ -90,6 +92,87 @@ class Loss:
         logp = log_softmax(xp, Z)
         Yhat = xp.exp(logp)
         return LossOutput(-scale * xp.sum(Y * logp), scale * (Yhat - Y), Yhat, None)
+
+    def delta_kernel(self) -> Callable | None:
+        """The in-place form of `__call__` for this loss and output activation, or None:
+        ``kernel(lib, Z, Y, scale, dscale, count, plan) -> (loss, correct)`` writes δ over Z, with the
+        loss scaled by ``scale`` and δ by ``dscale``, and counts the correct rows when ``count``.
+        ``plan`` holds the fused step's scratch: ``E`` (two arrays of Z's shape), ``ones_out`` (ones
+        per column), ``rows`` (three per-row vectors), ``column`` (rows[0] as a column), ``classes``
+        and ``hits`` (the accuracy count's)."""
+        link = self.activation
+        if self.name == "softmax_cross_entropy":
+            return softmax_cross_entropy_into
+        if self.name == "squared_error" and link.name == "identity":
+            return squared_error_into
+        if self.name == "squared_error" and link.f_into is not None and link.df_into is not None:
+            return squared_error_through(link.f_into, link.df_into)
+        return None
+
+
+def softmax_cross_entropy_into(lib, Z, Y, scale, dscale, count, plan):
+    """L = −scale Σ y log softmax(Z);  δ = dscale (softmax(Z) − y), in place.
+
+    On NumPy, Z is shifted by its largest entry, so no exponential overflows.  Should a row lie
+    so far below it that its exponentials leave the normal range, every row is shifted by its
+    own largest entry instead (the textbook form; NumPy's reduction along rows is slow over few
+    columns).  Elsewhere (CuPy) every row is shifted by its own largest entry at once: one
+    reduction kernel, where testing the row sums would stop the GPU to read them back.
+    """
+    E, ones = plan.E[0], plan.ones_out  # row sums as products: cheaper than sum(axis=1) over few columns
+    total, log_total, y_sum = plan.rows
+    shift = Z.max() if lib is np else Z.max(axis=1, keepdims=True)
+    lib.subtract(Z, shift, out=E)
+    lib.exp(E, out=E)
+    lib.dot(E, ones, out=total)
+    if lib is np and total.min() < _TINY_SQRT[Z.dtype.char]:
+        shift = Z.max(axis=1, keepdims=True)
+        lib.subtract(Z, shift, out=E)
+        lib.exp(E, out=E)
+        lib.dot(E, ones, out=total)
+    Z -= shift
+    lib.dot(Y, ones, out=y_sum)
+    lib.log(total, out=log_total)
+    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
+    lib.divide(dscale, total, out=total)
+    E *= plan.column  # dscale · ŷ, ŷ = softmax(Z) (plan.column is total[:, None])
+    correct = 0
+    if count:  # rows whose largest output is the target's largest
+        predicted, target = plan.classes
+        lib.argmax(E, axis=1, out=predicted)
+        lib.argmax(Y, axis=1, out=target)
+        lib.equal(predicted, target, out=plan.hits)
+        correct = lib.count_nonzero(plan.hits)
+    lib.multiply(Y, dscale, out=Z)
+    lib.subtract(E, Z, out=Z)
+    return loss, correct
+
+
+_TINY_SQRT = {np.dtype(t).char: float(np.finfo(t).tiny) ** 0.5 for t in (np.float32, np.float64)}
+
+
+def squared_error_into(lib, Z, Y, scale, dscale, count, plan):
+    """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = dscale (ŷ − y), in place."""
+    lib.subtract(Z, Y, out=Z)
+    loss = 0.5 * scale * lib.vdot(Z, Z)
+    lib.multiply(Z, dscale, out=Z)
+    return loss, 0
+
+
+def squared_error_through(f_into: Callable, df_into: Callable) -> Callable:
+    """The in-place squared error of ŷ = f(Z) for an output activation with in-place forms."""
+
+    def squared_error(lib, Z, Y, scale, dscale, count, plan):
+        """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = dscale (ŷ − y) ⊙ f′(Z), in place."""
+        Yhat, T = plan.E
+        f_into(lib, Z, Yhat, T)
+        lib.subtract(Yhat, Y, out=Z)
+        loss = 0.5 * scale * lib.vdot(Z, Z)
+        lib.multiply(Z, dscale, out=Z)
+        df_into(lib, Z, Yhat, T)
+        return loss, 0
+
+    return squared_error
 
 
 SOFTMAX = Activation("softmax", lambda xp, z: xp.exp(log_softmax(xp, z)), None, "glorot")

@@ -9,12 +9,12 @@ Each optimizer is a pair of pure functions::
 ((W, b), ...)); the result has the same nesting.  Nothing is updated in place (JAX arrays are
 immutable), so a whole training step can be compiled with ``jax.jit``.
 
-The state is a plain nested tuple of arrays, with no None and no Python numbers, so it can be
-written to a checkpoint leaf by leaf and passed through ``jax.jit``:
+The state is a ``NamedTuple`` of arrays (as optax's are), with no None and no Python numbers, so
+it can be written to a checkpoint leaf by leaf and passed through ``jax.jit``:
 
-    SGD               (count, velocity)
-    Adam, AdamW       (count, m, v)
-    RMSprop           (count, square_avg, velocity)
+    SGD               SGDState(count, velocity)
+    Adam, AdamW       AdamState(count, m, v)
+    RMSprop           RMSpropState(count, square_avg, velocity)
 
 ``count`` is the number of steps taken, a 0-d array in the parameters' floating dtype so the
 schedules can use it under ``jax.jit`` without casts; it counts exactly up to 2^24 = 16,777,216
@@ -25,6 +25,10 @@ device; ``velocity`` is the empty tuple () when momentum is 0.
 Every optimizer first clips the gradients by their global norm when ``clip_norm`` is set
 (`clip_by_global_norm`).  ``lr`` is a number or a schedule: a function of the 0-based step
 count t (the step being taken) returning the learning rate η_t.
+
+Beside each update rule ``_step`` sits its in-place form ``_step_inplace``, which the fused step
+(`backprop.training.fused`) runs over flat buffers on NumPy and CuPy.  A subclass that overrides
+``_step`` without ``_step_inplace`` runs its own ``_step`` there too (`backprop.core.forms`).
 """
 
 from __future__ import annotations
@@ -32,31 +36,43 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-Tree = Any  # an array, or a tuple/list of Trees
+from .forms import own_form
+from .tree import Tree, tree_leaves, tree_map, tree_node
+
+__all__ = [
+    "SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "SGDState", "AdamState", "RMSpropState",
+    "Schedule", "Constant", "StepDecay", "ExponentialDecay", "CosineDecay", "InverseScaling",
+    "constant", "step_decay", "exponential_decay", "cosine_decay", "inverse_scaling",
+    "as_schedule", "schedule_from_config", "clip_by_global_norm", "global_norm",
+    "get_optimizer", "from_config", "OPTIMIZERS", "SCHEDULES", "tree_leaves", "tree_map",
+]
 
 
-# -- nested tuples ---------------------------------------------------------------------------
-def tree_leaves(tree: Tree) -> list:
-    """The arrays of a nested tuple, depth first."""
-    if isinstance(tree, (tuple, list)):
-        return [leaf for child in tree for leaf in tree_leaves(child)]
-    return [tree]
+class SGDState(NamedTuple):
+    """`SGD`'s state: the step count and the velocity (shaped like params; () without momentum)."""
+
+    count: Any
+    velocity: Tree
 
 
-def tree_map(fn: Callable, tree: Tree, *rest: Tree) -> Tree:
-    """``fn`` applied leaf by leaf to trees of the same nesting; tuples come back as tuples."""
-    if isinstance(tree, (tuple, list)):
-        try:
-            return tuple(tree_map(fn, *children) for children in zip(tree, *rest, strict=True))
-        except (TypeError, ValueError) as exc:
-            if any(not isinstance(r, (tuple, list)) or len(r) != len(tree) for r in rest):
-                raise ValueError("tree_map: the trees do not have the same nesting") from None
-            raise exc
-    return fn(tree, *rest)
+class AdamState(NamedTuple):
+    """`Adam`'s and `AdamW`'s state: the step count and the moment estimates m and v (shaped like params)."""
+
+    count: Any
+    m: Tree
+    v: Tree
+
+
+class RMSpropState(NamedTuple):
+    """`RMSprop`'s state: the step count, the mean square s and the velocity (() without momentum)."""
+
+    count: Any
+    square_avg: Tree
+    velocity: Tree
 
 
 def _namespace(tree: Tree):
@@ -261,12 +277,19 @@ def clip_by_global_norm(grads: Tree, max_norm: float) -> Tree:
 class Optimizer:
     """What the optimizers share: the schedule, clipping, the step count and the config.
 
-    Subclasses name their extra hyperparameters in ``hyperparameters`` and implement
-    ``init`` and ``_step(xp, params, grads, lr, t, buffers)`` → ``(params, buffers)``.
+    Subclasses name their extra hyperparameters in ``hyperparameters``, their state's NamedTuple in
+    ``State`` (its first field the step count) and implement ``init`` and
+    ``_step(xp, params, grads, lr, t, buffers)`` → ``(params, buffers)``, ``buffers`` being the
+    state's fields after the count.  They may add the in-place form
+    ``_step_inplace(lib, P, G, S, slots, lr, t)``: the same rule over flat buffers, P the
+    parameters, G the (clipped) gradients, which it overwrites with the new parameters, ``slots``
+    the state's non-empty buffers in order (updated in place) and S a scratch buffer where
+    ``inplace_scratch`` says one is needed.
     """
 
     name: ClassVar[str]
     hyperparameters: ClassVar[tuple[str, ...]]
+    State: ClassVar[type] = tuple
 
     def __init__(self, lr, clip_norm):
         self.lr = as_schedule(lr)
@@ -298,7 +321,7 @@ class Optimizer:
         """η_t for the next step (t = the state's step count): a number or a 0-d array."""
         if isinstance(self.lr, Constant):
             return self.lr.lr
-        count = state[0]
+        count, *_ = state  # every state starts with the step count
         return self.lr(array_namespace(count), count)
 
     def update(self, params: Tree, grads: Tree, state: Tree) -> tuple[Tree, Tree]:
@@ -308,7 +331,15 @@ class Optimizer:
             grads = clip_by_global_norm(grads, self.clip_norm)
         xp = _namespace(params)
         params, buffers = self._step(xp, params, grads, self.lr(xp, count), count, tuple(buffers))
-        return params, (xp.asarray(count + 1.0), *buffers)  # asarray: NumPy gives 0-d results as scalars
+        return params, tree_node(state, (xp.asarray(count + 1.0), *buffers))  # asarray: NumPy gives 0-d results as scalars
+
+    def inplace_step(self) -> Callable | None:
+        """``_step_inplace`` when it is the in-place form of the ``_step`` this optimizer runs, else None."""
+        return own_form(self, "_step", "_step_inplace")
+
+    def inplace_scratch(self) -> bool:
+        """Whether ``_step_inplace`` needs the scratch buffer S."""
+        return False
 
 
 class SGD(Optimizer):
@@ -320,11 +351,12 @@ class SGD(Optimizer):
         p ← p − η_t · buf                           (momentum > 0)
         p ← p − η_t · (g + momentum · buf)          (nesterov)
 
-    State: (count, velocity), velocity = the buf per parameter, or () when momentum is 0.
+    State: `SGDState` (count, velocity), velocity = the buf per parameter, or () when momentum is 0.
     """
 
     name = "sgd"
     hyperparameters = ("momentum", "nesterov", "weight_decay")
+    State = SGDState
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
         super().__init__(lr, clip_norm)
@@ -338,7 +370,7 @@ class SGD(Optimizer):
 
     def init(self, params: Tree) -> Tree:
         velocity = _zeros_like(params) if self.momentum else ()
-        return (self._count(params), velocity)
+        return SGDState(self._count(params), velocity)
 
     def _step(self, xp, params, grads, lr, t, buffers):
         (velocity,) = buffers
@@ -352,6 +384,27 @@ class SGD(Optimizer):
                 grads = velocity
         return tree_map(lambda p, g: p - lr * g, params, grads), (velocity,)
 
+    def _step_inplace(self, lib, P, G, S, slots, lr, t):
+        """`_step` over flat buffers: g += wd p;  buf ← μ buf + g;  p − η (buf | g + μ buf | g) into G."""
+        if self.weight_decay:
+            lib.multiply(P, self.weight_decay, out=S)
+            lib.add(G, S, out=G)
+        step = G
+        if self.momentum:
+            (buf,) = slots
+            lib.multiply(buf, self.momentum, out=buf)
+            lib.add(buf, G, out=buf)
+            if self.nesterov:
+                lib.multiply(buf, self.momentum, out=S)
+                lib.add(G, S, out=G)
+            else:
+                step = buf
+        lib.multiply(step, lr, out=G)
+        lib.subtract(P, G, out=G)
+
+    def inplace_scratch(self) -> bool:
+        return bool(self.weight_decay) or self.nesterov
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction, as in torch.optim.Adam.
@@ -360,11 +413,12 @@ class Adam(Optimizer):
         m̂ = m / (1 − β₁^(t+1)),     v̂ = v / (1 − β₂^(t+1))          (t = 0 on the first step)
         p ← p − η_t · m̂ / (√v̂ + eps)
 
-    State: (count, m, v).
+    State: `AdamState` (count, m, v).
     """
 
     name = "adam"
     hyperparameters = ("beta1", "beta2", "eps")
+    State = AdamState
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=None):
         super().__init__(lr, clip_norm)
@@ -373,7 +427,7 @@ class Adam(Optimizer):
         self.eps = _positive("eps", eps)
 
     def init(self, params: Tree) -> Tree:
-        return (self._count(params), _zeros_like(params), _zeros_like(params))
+        return AdamState(self._count(params), _zeros_like(params), _zeros_like(params))
 
     def _step(self, xp, params, grads, lr, t, buffers):
         m, v = buffers
@@ -384,13 +438,39 @@ class Adam(Optimizer):
         params = tree_map(lambda p, m, v: p - lr * (m / c1) / (xp.sqrt(v / c2) + self.eps), params, m, v)
         return params, (m, v)
 
+    def _step_inplace(self, lib, P, G, S, slots, lr, t):
+        """`_step` over flat buffers, into G: p − η m̂ / (√v̂ + eps), computed as
+        p − (η √c2 / c1) · m / (√v + eps √c2).  G is its own scratch once m has read it."""
+        self._moments_inplace(lib, G, slots)
+        self._adam_direction_inplace(lib, G, slots[0], slots[1], lr, t)
+        lib.subtract(P, G, out=G)
+
+    def _moments_inplace(self, lib, G, slots):
+        """m ← β1 m + (1 − β1) g = β1 (m − g) + g;  v ← β2 v + (1 − β2) g² (G is spent)."""
+        m, v = slots
+        lib.subtract(m, G, out=m)
+        lib.multiply(m, self.beta1, out=m)
+        lib.add(m, G, out=m)
+        lib.multiply(G, G, out=G)
+        lib.multiply(G, 1.0 - self.beta2, out=G)
+        lib.multiply(v, self.beta2, out=v)
+        lib.add(v, G, out=v)
+
+    def _adam_direction_inplace(self, lib, G, m, v, lr, t):
+        """G ← η m̂ / (√v̂ + eps)."""
+        c1, c2 = 1.0 - self.beta1 ** (t + 1.0), 1.0 - self.beta2 ** (t + 1.0)
+        lib.sqrt(v, out=G)
+        lib.add(G, self.eps * math.sqrt(c2), out=G)
+        lib.divide(m, G, out=G)
+        lib.multiply(G, lr * math.sqrt(c2) / c1, out=G)
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as in torch.optim.AdamW.
 
         p ← p − η_t · weight_decay · p,   then the `Adam` step (with the same g, not g + wd · p)
 
-    State: (count, m, v).
+    State: `AdamState` (count, m, v).
     """
 
     name = "adamw"
@@ -404,6 +484,19 @@ class AdamW(Adam):
         params = tree_map(lambda p: p - (lr * self.weight_decay) * p, params)
         return super()._step(xp, params, grads, lr, t, buffers)
 
+    def _step_inplace(self, lib, P, G, S, slots, lr, t):
+        """`_step` over flat buffers, into G: p (1 − η wd) − η m̂ / (√v̂ + eps)."""
+        self._moments_inplace(lib, G, slots)
+        self._adam_direction_inplace(lib, G, slots[0], slots[1], lr, t)
+        if self.weight_decay:
+            lib.multiply(P, 1.0 - lr * self.weight_decay, out=S)
+            lib.subtract(S, G, out=G)
+        else:
+            lib.subtract(P, G, out=G)
+
+    def inplace_scratch(self) -> bool:
+        return bool(self.weight_decay)
+
 
 class RMSprop(Optimizer):
     """RMSprop (Hinton's lecture 6e) with optional momentum, as in torch.optim.RMSprop.
@@ -413,11 +506,12 @@ class RMSprop(Optimizer):
         buf ← momentum · buf + g / (√s + eps),  p ← p − η_t · buf    (momentum > 0)
 
     eps is added outside the square root, as torch does (Keras and TensorFlow differ).
-    State: (count, square_avg, velocity), velocity = () when momentum is 0.
+    State: `RMSpropState` (count, square_avg, velocity), velocity = () when momentum is 0.
     """
 
     name = "rmsprop"
     hyperparameters = ("rho", "eps", "momentum")
+    State = RMSpropState
 
     def __init__(self, lr=1e-3, rho=0.9, eps=1e-8, momentum=0.0, clip_norm=None):
         super().__init__(lr, clip_norm)
@@ -426,7 +520,7 @@ class RMSprop(Optimizer):
         self.momentum = _fraction("momentum", momentum)
 
     def init(self, params: Tree) -> Tree:
-        return (self._count(params), _zeros_like(params), _zeros_like(params) if self.momentum else ())
+        return RMSpropState(self._count(params), _zeros_like(params), _zeros_like(params) if self.momentum else ())
 
     def _step(self, xp, params, grads, lr, t, buffers):
         square_avg, velocity = buffers
@@ -436,6 +530,28 @@ class RMSprop(Optimizer):
             velocity = tree_map(lambda b, d: self.momentum * b + d, velocity, steps)
             steps = velocity
         return tree_map(lambda p, d: p - lr * d, params, steps), (square_avg, velocity)
+
+    def _step_inplace(self, lib, P, G, S, slots, lr, t):
+        """`_step` over flat buffers, into G: s ← ρ s + (1 − ρ) g²;  d = g / (√s + eps);  p − η (buf | d)."""
+        s = slots[0]
+        lib.multiply(s, self.rho, out=s)
+        lib.multiply(G, G, out=S)
+        lib.multiply(S, 1.0 - self.rho, out=S)
+        lib.add(s, S, out=s)
+        lib.sqrt(s, out=S)
+        lib.add(S, self.eps, out=S)
+        lib.divide(G, S, out=S)
+        step = S
+        if self.momentum:
+            buf = slots[1]
+            lib.multiply(buf, self.momentum, out=buf)
+            lib.add(buf, S, out=buf)
+            step = buf
+        lib.multiply(step, lr, out=G)
+        lib.subtract(P, G, out=G)
+
+    def inplace_scratch(self) -> bool:
+        return True
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (SGD, Adam, AdamW, RMSprop)}

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any
 
 import numpy as np
 
@@ -83,25 +82,3 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     if header.get("sha256") != checksum(tensors, header.get("metadata")):
         raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file is corrupted or was modified")
     return tensors, header["metadata"]
-
-
-def flatten(tree: Any) -> tuple[list, Any]:
-    """The leaves of a nested tuple of arrays, in order, and its structure (nested lists, 0 = leaf)."""
-    if isinstance(tree, (tuple, list)):
-        leaves, structure = [], []
-        for item in tree:
-            sub_leaves, sub_structure = flatten(item)
-            leaves += sub_leaves
-            structure.append(sub_structure)
-        return leaves, structure
-    return [tree], 0
-
-
-def unflatten(structure: Any, leaves: list) -> Any:
-    """Rebuild the nested tuple that `flatten` described from its leaves."""
-    it = iter(leaves)
-
-    def build(node):
-        return next(it) if node == 0 else tuple(build(child) for child in node)
-
-    return build(structure)

@@ -17,15 +17,14 @@ every array allocated up front:
                  δ_(l−1) = δ_l W_lᵀ                  (3) dH_l, written into δ_(l−1)'s buffer
                  δ_(l−1) ⊙= f′(Z_(l−1))              (4) in place, from the cached output H_l
 
-  (Appending a column of ones to H_l would fold the bias into the products, but BLAS runs a
-  product whose inner dimension is fan_in + 1 = 65 about 30% slower than one of 64, which costs
-  more than the bias pass it saves.  For toy products of a few rows, where the two calls it saves
-  per layer cost more than their arithmetic, it was measured too: 2.5% off a 2-3-1 epoch at
-  batch 2 and 5% off its single step, against 1.04-1.43× slower steps from 128 rows on, since
-  H_l becomes a strided view; not worth a second layout.)
-* Activations, their derivatives, the loss layer's δ and the optimizer update run as a few
-  in-place operations over whole buffers (`FORWARD`, `DERIVATIVE`, `LOSSES`, `UPDATES`); an
-  activation or loss without a fused form runs its array-API code and its result is copied in.
+  (A column of ones appended to H_l would fold the bias into the products; BLAS runs products
+  whose inner dimension is fan_in + 1 slower, which costs more than the bias pass: see
+  docs/benchmarks.md.)
+* Activations, their derivatives, the loss layer's δ and the optimizer update run as the
+  in-place forms that sit beside their math (`Activation.f_into`/``df_into``,
+  `Loss.delta_kernel`, `Optimizer.inplace_step`), read off the objects.  Where an object has
+  none for its own math (a user's activation, loss or optimizer subclass), its array-API form
+  runs and the result is copied in: the optimizer's ``_step`` over the buffers' (W, b) views.
 * The update writes the new parameters into the gradient buffer, and the two buffers swap
   roles, so a refused (non-finite) step leaves the parameters untouched.  For plain SGD at a
   constant rate η, the output layer's δ is multiplied by η: every gradient is linear in δ, so
@@ -45,245 +44,17 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..core.forms import own_form
 from ..core.mlp import MLP
-from ..core.optim import SGD, Adam, AdamW, Constant, Optimizer, RMSprop, tree_leaves
-
-
-# -- activations: out = f(Z), and δ ⊙= f′ from H = f(Z) -------------------------------------------
-# Z may be overwritten; T (Z's shape) carries what the derivative needs from the forward pass
-# (relu's mask, one T per layer, see KEEPS_MASK) or serves the derivative as scratch (one buffer
-# shared by every layer).
-def _sigmoid(lib, Z, out, T):
-    """σ(Z) = 1 / (1 + e^(−Z)): for large −Z, e^(−Z) = inf and σ = 0 (the step runs with NumPy's
-    floating-point warnings off).  Cheaper than the array-API form's ½ tanh(Z/2) + ½: NumPy's float32
-    exp beats its tanh (about 1.8× for the whole kernel over a 256 × 512 array on the development VM).
-    Small arrays take the backend's one-call form instead (`_logistic_kernel`)."""
-    lib.negative(Z, out=Z)
-    lib.exp(Z, out=Z)
-    lib.add(Z, 1.0, out=Z)
-    lib.divide(1.0, Z, out=out)
-
-
-def _logistic_kernel(backend) -> Callable:
-    """σ as the fused step runs it: the backend's one-call logistic ufunc (`Backend.logistic`) for
-    arrays of up to its limit, `_sigmoid`'s four calls above it (and on backends without one)."""
-    if backend.logistic is None:
-        return _sigmoid
-    expit, most = backend.logistic()
-
-    def sigmoid(lib, Z, out, T):
-        if Z.size <= most:
-            expit(Z, out=out)
-        else:
-            _sigmoid(lib, Z, out, T)
-
-    return sigmoid
-
-
-def _relu(lib, Z, out, T):
-    """max(Z, 0) as Z ⊙ [Z > 0], keeping the mask [Z > 0] in T for the derivative (one comparison
-    for both passes; NumPy's maximum costs several multiplications).  Only where Z = −inf (an
-    overflow) does this differ: NaN instead of 0, and the step is refused."""
-    lib.greater(Z, 0.0, out=T)
-    lib.multiply(Z, T, out=out)
-
-
-FORWARD: dict[str, Callable] = {
-    "identity": lambda lib, Z, out, T: lib.copyto(out, Z),
-    "relu": _relu,
-    "tanh": lambda lib, Z, out, T: lib.tanh(Z, out=out),
-    "sigmoid": _sigmoid,
-}
-
-
-def _d_sigmoid(lib, D, H, T):
-    """δ ⊙= h (1 − h)."""
-    lib.subtract(1.0, H, out=T)
-    lib.multiply(T, H, out=T)
-    lib.multiply(D, T, out=D)
-
-
-def _d_tanh(lib, D, H, T):
-    """δ ⊙= 1 − h²."""
-    lib.multiply(H, H, out=T)
-    lib.subtract(1.0, T, out=T)
-    lib.multiply(D, T, out=D)
-
-
-def _d_relu(lib, D, H, T):
-    """δ ⊙= [z > 0], the mask `_relu` left in T."""
-    lib.multiply(D, T, out=D)
-
-
-KEEPS_MASK = frozenset({"relu"})  # forward kernels that leave in T what their derivative reads
-
-DERIVATIVE: dict[str, Callable] = {
-    "identity": lambda lib, D, H, T: None,
-    "relu": _d_relu,
-    "tanh": _d_tanh,
-    "sigmoid": _d_sigmoid,
-}
-
-
-# -- loss layers: δ written over Z; returns (loss, correct) ---------------------------------------
-# L is scaled by `scale`, δ by `dscale` (scale, or scale · η for plain SGD); scratch: plan.E, two
-# arrays of Z's shape.
-def _softmax_cross_entropy(lib, Z, Y, scale, dscale, count, plan):
-    """L = −scale Σ y log softmax(Z);  δ = dscale (softmax(Z) − y).
-
-    On NumPy, Z is shifted by its largest entry, so no exponential overflows.  Should a row lie
-    so far below it that its exponentials leave the normal range, every row is shifted by its
-    own largest entry instead (the textbook form; NumPy's reduction along rows is slow over few
-    columns).  Elsewhere (CuPy) every row is shifted by its own largest entry at once: one
-    reduction kernel, where testing the row sums would stop the GPU to read them back.
-    """
-    E, ones = plan.E[0], plan.ones_out  # row sums as products: faster than sum(axis=1) over few columns
-    total, log_total, y_sum = plan.rows
-    shift = Z.max() if lib is np else Z.max(axis=1, keepdims=True)
-    lib.subtract(Z, shift, out=E)
-    lib.exp(E, out=E)
-    lib.dot(E, ones, out=total)
-    if lib is np and total.min() < _TINY_SQRT[Z.dtype.char]:
-        shift = Z.max(axis=1, keepdims=True)
-        lib.subtract(Z, shift, out=E)
-        lib.exp(E, out=E)
-        lib.dot(E, ones, out=total)
-    Z -= shift
-    lib.dot(Y, ones, out=y_sum)
-    lib.log(total, out=log_total)
-    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
-    lib.divide(dscale, total, out=total)
-    E *= plan.column  # dscale · ŷ, ŷ = softmax(Z) (plan.column is total[:, None])
-    correct = 0
-    if count:  # rows whose largest output is the target's largest
-        predicted, target = plan.classes
-        lib.argmax(E, axis=1, out=predicted)
-        lib.argmax(Y, axis=1, out=target)
-        lib.equal(predicted, target, out=plan.hits)
-        correct = lib.count_nonzero(plan.hits)
-    lib.multiply(Y, dscale, out=Z)
-    lib.subtract(E, Z, out=Z)
-    return loss, correct
-
-
-_TINY_SQRT = {np.dtype(t).char: float(np.finfo(t).tiny) ** 0.5 for t in (np.float32, np.float64)}
-
-
-def _squared_error(lib, Z, Y, scale, dscale, count, plan):
-    """L = scale · ½ Σ (ŷ − y)², ŷ = Z;  δ = dscale (ŷ − y)."""
-    lib.subtract(Z, Y, out=Z)
-    loss = 0.5 * scale * lib.vdot(Z, Z)
-    lib.multiply(Z, dscale, out=Z)
-    return loss, 0
-
-
-def _squared_error_through(forward: Callable, derivative: Callable) -> Callable:
-    """The squared error of ŷ = f(Z) for an output activation f with fused kernels."""
-
-    def squared_error(lib, Z, Y, scale, dscale, count, plan):
-        """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = dscale (ŷ − y) ⊙ f′(Z)."""
-        Yhat, T = plan.E
-        forward(lib, Z, Yhat, T)
-        lib.subtract(Yhat, Y, out=Z)
-        loss = 0.5 * scale * lib.vdot(Z, Z)
-        lib.multiply(Z, dscale, out=Z)
-        derivative(lib, Z, Yhat, T)
-        return loss, 0
-
-    return squared_error
-
-
-LOSSES: dict[tuple[str, str], Callable] = {
-    ("softmax_cross_entropy", "softmax"): _softmax_cross_entropy,
-    ("squared_error", "identity"): _squared_error,
-}
-THROUGH = ("sigmoid", "tanh", "relu")  # output activations whose squared error is fused (`_squared_error_through`)
-
-
-# -- optimizers: the new parameters written into G (the gradient buffer) ---------------------------
-def _sgd(opt, lib, P, G, S, slots, lr, t):
-    """`backprop.optim.SGD`: g += wd p;  buf ← μ buf + g;  p − η (buf | g + μ buf | g)."""
-    if opt.weight_decay:
-        lib.multiply(P, opt.weight_decay, out=S)
-        lib.add(G, S, out=G)
-    step = G
-    if opt.momentum:
-        (buf,) = slots
-        lib.multiply(buf, opt.momentum, out=buf)
-        lib.add(buf, G, out=buf)
-        if opt.nesterov:
-            lib.multiply(buf, opt.momentum, out=S)
-            lib.add(G, S, out=G)
-        else:
-            step = buf
-    lib.multiply(step, lr, out=G)
-    lib.subtract(P, G, out=G)
-
-
-def _adam(opt, lib, P, G, S, slots, lr, t):
-    """`backprop.optim.Adam` (and AdamW's decay p ← p (1 − η wd)): p − η m̂ / (√v̂ + eps).
-    G serves as its own scratch once m has read it (S is needed for AdamW's decay only)."""
-    m, v = slots
-    lib.subtract(m, G, out=m)  # m ← β1 m + (1 − β1) g = β1 (m − g) + g
-    lib.multiply(m, opt.beta1, out=m)
-    lib.add(m, G, out=m)
-    lib.multiply(G, G, out=G)  # v ← β2 v + (1 − β2) g²
-    lib.multiply(G, 1.0 - opt.beta2, out=G)
-    lib.multiply(v, opt.beta2, out=v)
-    lib.add(v, G, out=v)
-    c1, c2 = 1.0 - opt.beta1 ** (t + 1.0), 1.0 - opt.beta2 ** (t + 1.0)
-    lib.sqrt(v, out=G)  # η m̂ / (√v̂ + eps) = (η √c2 / c1) · m / (√v + eps √c2)
-    lib.add(G, opt.eps * math.sqrt(c2), out=G)
-    lib.divide(m, G, out=G)
-    lib.multiply(G, lr * math.sqrt(c2) / c1, out=G)
-    if isinstance(opt, AdamW) and opt.weight_decay:
-        lib.multiply(P, 1.0 - lr * opt.weight_decay, out=S)
-        lib.subtract(S, G, out=G)
-    else:
-        lib.subtract(P, G, out=G)
-
-
-def _rmsprop(opt, lib, P, G, S, slots, lr, t):
-    """`backprop.optim.RMSprop`: s ← ρ s + (1 − ρ) g²;  d = g / (√s + eps);  p − η (buf | d)."""
-    s = slots[0]
-    lib.multiply(s, opt.rho, out=s)
-    lib.multiply(G, G, out=S)
-    lib.multiply(S, 1.0 - opt.rho, out=S)
-    lib.add(s, S, out=s)
-    lib.sqrt(s, out=S)
-    lib.add(S, opt.eps, out=S)
-    lib.divide(G, S, out=S)
-    step = S
-    if opt.momentum:
-        buf = slots[1]
-        lib.multiply(buf, opt.momentum, out=buf)
-        lib.add(buf, S, out=buf)
-        step = buf
-    lib.multiply(step, lr, out=G)
-    lib.subtract(P, G, out=G)
-
-
-# (optimizer class, its update, whether the update needs the scratch buffer S)
-UPDATES: tuple[tuple[type, Callable, Callable], ...] = (
-    (Adam, _adam, lambda opt: isinstance(opt, AdamW) and bool(opt.weight_decay)),
-    (RMSprop, _rmsprop, lambda opt: True),
-    (SGD, _sgd, lambda opt: bool(opt.weight_decay) or bool(opt.momentum and opt.nesterov)),
-)
-
-
-def _entry(optimizer):
-    return next((entry for entry in UPDATES if isinstance(optimizer, entry[0])), None)
-
-
-def update_for(optimizer) -> Callable | None:
-    """The fused update of ``optimizer`` (the optimizers of `backprop.optim` and their subclasses)."""
-    entry = _entry(optimizer)
-    return entry[1] if entry else None
+from ..core.optim import SGD, Constant, Optimizer
+from ..core.tree import tree_flatten, tree_leaves, tree_node
+from .replay import replay_if_not_finite
 
 
 def supports(backend, optimizer) -> bool:
-    """Whether `FusedStep` can run this optimizer on this backend (writable arrays, a fused update)."""
-    return backend.inplace is not None and update_for(optimizer) is not None
+    """Whether `FusedStep` can run on this backend: its arrays can be written (NumPy, CuPy).  Any
+    optimizer runs: its in-place form where it has one for its own math, else its ``_step``."""
+    return backend.inplace is not None
 
 
 DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by one dot with ones (see `FusedStep._summer`)
@@ -306,7 +77,7 @@ class _Plan:
     def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool):
         sizes = model.layer_sizes
         hidden = sizes[1:-1]
-        if model.activation.name in KEEPS_MASK:  # one T per layer, from the forward pass to the backward
+        if model.activation.mask_in_scratch:  # one T per layer, from the forward pass to the backward
             self.T = [lib.empty((n, h), dtype=dtype) for h in hidden]
         else:  # T is the derivative's scratch only: one buffer serves every layer
             flat = lib.empty(n * max(hidden, default=0), dtype=dtype)
@@ -340,11 +111,11 @@ class FusedStep:
 
     def __init__(self, model: MLP, optimizer, backend):
         if not supports(backend, optimizer):
-            raise ValueError(f"no fused step for {type(optimizer).__name__} on the {backend.name} backend")
+            raise ValueError(f"no fused step on the {backend.name} backend: its arrays cannot be written in place")
         self.model, self.optimizer, self.backend = model, optimizer, backend
         self.lib = lib = backend.inplace
         self.dtype = lib.dtype(backend.dtype_name)
-        self._update = update_for(optimizer)
+        self._update = optimizer.inplace_step()  # None: the optimizer's own _step runs (`_pure_update`)
         constant = isinstance(optimizer.lr, Constant) and type(optimizer).learning_rate is Optimizer.learning_rate
         self._constant_lr = optimizer.lr.lr if constant else None  # else asked of the optimizer every step
         # plain SGD at a constant rate: η rides in on the output layer's δ, and the update is p − η g
@@ -352,25 +123,21 @@ class FusedStep:
                              and optimizer.clip_norm is None and not model.alpha)
         self._delta_lr = self._constant_lr if self._lr_in_delta else 1.0
         activation, link, xp = model.activation, model.loss_layer, backend.xp
-        forwards = {**FORWARD, "sigmoid": _logistic_kernel(backend)}
-        forward, derivative = forwards.get(activation.name), DERIVATIVE.get(activation.name)
-        self._fused_derivative = forward is not None and derivative is not None
+        self._fused_derivative = activation.f_into is not None and activation.df_into is not None
         if self._fused_derivative:
-            self._activate = lambda Z, out, T: forward(lib, Z, out, T)
-            self._derive = lambda D, H, T, Z: derivative(lib, D, H, T)
+            f_into, df_into = activation.f_into, activation.df_into
+            self._activate = lambda Z, out, T: f_into(lib, Z, out, T)
+            self._derive = lambda D, H, T, Z: df_into(lib, D, H, T)
         else:  # the array-API forms, their results copied into the buffers
             self._activate = lambda Z, out, T: lib.copyto(out, activation.f(xp, Z))
             self._derive = lambda D, H, T, Z: lib.multiply(D, activation.df(xp, Z, H), out=D)
-        output = link.activation.name
-        if link.name == "squared_error" and output in THROUGH:
-            self._loss = _squared_error_through(forwards[output], DERIVATIVE[output])
-        else:
-            self._loss = LOSSES.get((link.name, output), self._any_loss)
+        kernel = own_form(link, "__call__", "delta_kernel")
+        self._loss = (kernel() if kernel is not None else None) or self._any_loss
         self._classification = link.classification
         sizes = model.layer_sizes
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.size = sum(a * b for a, b in self.shapes)
-        scratch = not self._lr_in_delta and (bool(model.alpha) or _entry(optimizer)[2](optimizer))
+        scratch = not self._lr_in_delta and (bool(model.alpha) or (self._update is not None and optimizer.inplace_scratch()))
         rows = lib is np and self.size > DOT_SUM_MAX  # summed by rows (see `_summers`)
         padded = -(-self.size // SUM_ROW) * SUM_ROW if rows else self.size
         with self._on_device():
@@ -378,8 +145,10 @@ class FusedStep:
             self._buffers = [flat[: self.size] for flat in whole]
             self._scratch = lib.empty(self.size if scratch else 0, dtype=self.dtype)  # the penalty's and update's
             self._sums = self._summers(whole, rows)  # Σ of each buffer's entries
-        # the state's entries shaped like params become flat slots, others pass through (set by `_load`)
-        self._template, self._slots, self._slot_views, self._last_state = None, [], [], None
+        # the state's entries shaped like params become flat slots, others pass through (set by `_load`);
+        # _fields: the entries after the count as handed out (the slots' views, the others)
+        self._template, self._slots, self._slot_views, self._fields, self._last_state = None, [], [], (), None
+        self._param_structure = [[0, 0]] * len(self.shapes)
         if model.alpha:  # the L2 penalty's factor per parameter: alpha · scale on W entries, 0 on the bias rows
             with self._on_device():
                 self._decay = lib.empty(self.size, dtype=self.dtype)
@@ -403,7 +172,8 @@ class FusedStep:
         return tuple(blocks), tuple(params)
 
     def _is_slot(self, entry) -> bool:
-        return isinstance(entry, (tuple, list)) and len(entry) > 0 and len(tree_leaves(entry)) == 2 * len(self.shapes)
+        """Whether a state entry is shaped like the parameters ((W, b), ...): a slot of its own."""
+        return tree_flatten(entry)[1] == self._param_structure
 
     def _on_device(self):
         device = self.backend.device
@@ -433,23 +203,26 @@ class FusedStep:
             with self._on_device():
                 self._slots = [self.lib.empty(self.size, dtype=self.dtype) for slot in template if slot]
             self._template, self._slot_views = template, [self._views(s)[1] for s in self._slots]
-        k = 0
-        for slot, entry in zip(self._template, state[1:]):
+        slots, fields = iter(self._slot_views), []
+        for i, (slot, entry) in enumerate(zip(self._template, state[1:]), start=1):
             if slot:
-                if entry is not self._slot_views[k]:
-                    for dst, src in zip(tree_leaves(self._slot_views[k]), tree_leaves(entry)):
-                        if tuple(src.shape) != tuple(dst.shape):
-                            raise ValueError(f"optimizer state entry {k + 1}: an array of shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
-                        dst[...] = self.backend.asarray(src)
-                k += 1
+                views = next(slots)
+                if entry is not views:
+                    self._copy_into(views, entry, f"optimizer state entry {i}")
+                entry = views
+            fields.append(entry)
+        self._fields = tuple(fields)
+
+    def _copy_into(self, views, tree, what: str) -> None:
+        """The arrays of ``tree`` copied into the buffers' ``views`` (same nesting); ValueError on a shape mismatch."""
+        for dst, src in zip(tree_leaves(views), tree_leaves(tree), strict=True):
+            if tuple(src.shape) != tuple(dst.shape):
+                raise ValueError(f"{what}: an array of shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+            dst[...] = self.backend.asarray(src)
 
     def _state(self, state, count):
-        """The state to hand out: ``count``, the slots' views, the other entries as they were."""
-        if state is self._last_state:  # its entries after the count are those already
-            self._last_state = (count, *state[1:])
-            return self._last_state
-        it = iter(self._slot_views)
-        self._last_state = (count, *(next(it) if slot else entry for slot, entry in zip(self._template, state[1:])))
+        """The state to hand out: ``count``, the slots' views, the other entries (`_fields`)."""
+        self._last_state = tree_node(state, (count, *self._fields))
         return self._last_state
 
     # -- the step --------------------------------------------------------------------------
@@ -494,18 +267,36 @@ class FusedStep:
         if self._constant_lr is not None:
             lr = self._constant_lr
         else:
-            lr = float(optimizer.learning_rate((lib.asarray(t, dtype=self.dtype), *state[1:])))
+            lr = float(optimizer.learning_rate(tree_node(state, (lib.asarray(t, dtype=self.dtype), *self._fields))))
         if optimizer.clip_norm is not None:
             norm = lib.sqrt(lib.vdot(G, G))
             G *= optimizer.clip_norm / lib.maximum(norm, optimizer.clip_norm)
         if self._lr_in_delta:
             lib.subtract(P, G, out=G)  # p − η g in one pass
+        elif self._update is not None:
+            self._update(lib, P, G, S, self._slots, lr, t)
         else:
-            self._update(optimizer, lib, P, G, S, self._slots, lr, t)
+            self._pure_update(lr, t)
         ok = not checked or self._finite(loss, 1 - self._cur)
         if ok:
             self._cur = 1 - self._cur
         return loss, correct, ok
+
+    def _pure_update(self, lr: float, t: float) -> None:
+        """The optimizer's own ``_step`` (it has no in-place form for it) over the (W, b) views of
+        the buffers; the new parameters are copied into the gradient buffer, the new slots into
+        theirs, and the state's other entries are kept to hand out."""
+        xp, backend = self.backend.xp, self.backend
+        params, grads = self._params[self._cur], self._params[1 - self._cur]
+        count = xp.asarray(t, dtype=backend.dtype, device=backend.device)
+        new_params, new_fields = self.optimizer._step(xp, params, grads, lr, count, self._fields)
+        self._copy_into(grads, new_params, "the optimizer's new parameters")
+        fields = []
+        for slot, entry, new in zip(self._template, self._fields, new_fields, strict=True):
+            if slot:
+                self._copy_into(entry, new, f"the {type(self.optimizer).__name__} state")
+            fields.append(entry if slot else new)
+        self._fields = tuple(fields)
 
     def _any_loss(self, lib, Z, Y, scale, dscale, count, plan):
         """A loss layer without a fused form: its array-API δ copied over Z."""
@@ -574,23 +365,28 @@ class FusedStep:
             return self._epoch(params, state, X, Y, batches, should_stop, count_correct and self._classification)
 
     def _epoch(self, params, state, X, Y, batches, should_stop, count_correct):
-        """On NumPy, for networks of up to DOT_SUM_MAX parameters, where the finiteness checks
-        are a fair share of a step (2 µs of the 2-3-1 network's 33), the steps run unchecked
-        first, from a copy of the parameters and optimizer slots.  They stand when the summed
-        loss and the final parameters are finite: a step that would be refused leaves a
-        non-finite loss or non-finite parameters, which stay non-finite through every later
-        update.  Otherwise the copy is restored and the same steps run again, each checked."""
+        """On NumPy, for networks of up to DOT_SUM_MAX parameters, where the finiteness checks are
+        a fair share of a step, the epoch follows the replay policy (`backprop.training.replay`):
+        the steps run unchecked from a copy of the parameters and optimizer slots, and run again,
+        each checked, from the copy when the summed loss or the final parameters are not finite."""
         self._load(params, state)
         if self.lib is not np or self.size > DOT_SUM_MAX:
             return self._steps(state, X, Y, batches, should_stop, count_correct, checked=True)
         start, kept = self._cur, [flat.copy() for flat in (self._buffers[self._cur], *self._slots)]
-        params, new_state, totals = self._steps(state, X, Y, batches, should_stop, count_correct, checked=False)
-        if math.isfinite(totals.loss) and self._finite(0.0, self._cur):
-            return params, new_state, totals
-        self._cur = start
-        for flat, copy in zip((self._buffers[start], *self._slots), kept, strict=True):
-            flat[...] = copy
-        return self._steps(state, X, Y, batches[: totals.steps], lambda: False, count_correct, checked=True)
+        taken = []
+
+        def unchecked():
+            result = self._steps(state, X, Y, batches, should_stop, count_correct, checked=False)
+            taken.append(result[2].steps)
+            return result, math.isfinite(result[2].loss) and self._finite(0.0, self._cur)
+
+        def checked():
+            self._cur = start
+            for flat, copy in zip((self._buffers[start], *self._slots), kept, strict=True):
+                flat[...] = copy
+            return self._steps(state, X, Y, batches[: taken[0]], lambda: False, count_correct, checked=True)
+
+        return replay_if_not_finite(unchecked, checked)
 
     def _steps(self, state, X, Y, batches, should_stop, count_correct, checked: bool):
         """The epoch's steps from the state loaded into the buffers (see `_run` for ``checked``)."""

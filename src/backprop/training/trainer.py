@@ -15,12 +15,11 @@ data set larger than device memory still trains; arrays of the backend are slice
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import functools
 import json
 import math
 import os
-import signal
-import threading
 from typing import Callable, Sequence
 
 import array_api_compat.numpy as npx
@@ -30,8 +29,11 @@ from . import checkpoint, fused
 from ..backends import get_backend, to_host
 from .callbacks import Callback
 from .distributed import data_parallel
+from .interrupt import deferred_interrupt
+from .replay import replay_if_not_finite
 from ..core.mlp import MLP
 from ..core.optim import Adam, from_config
+from ..core.tree import tree_flatten, tree_unflatten
 from ..core.validation import as_matrix, as_targets
 
 
@@ -47,20 +49,39 @@ def _finite_probe(xp, params):
     return sum(xp.sum(W) + xp.sum(b) for W, b in params)
 
 
-_STEPS: dict = {}
+@dataclasses.dataclass(frozen=True)
+class _StepKey:
+    """What a compiled step depends on: the model's and the optimizer's types and configs, the
+    backend (and the epoch's unroll).  The objects ride along, outside the key, to build it."""
+
+    model_type: type
+    model_config: str
+    optimizer_type: type
+    optimizer_config: str
+    backend: object
+    unroll: int = 0
+    model: MLP = dataclasses.field(default=None, compare=False)
+    optimizer: object = dataclasses.field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, model: MLP, optimizer, backend, unroll: int = 0) -> "_StepKey":
+        return cls(type(model), json.dumps(model.config, sort_keys=True), type(optimizer),
+                   json.dumps(optimizer.config, sort_keys=True), backend, unroll, model, optimizer)
 
 
 def compiled_step(model: MLP, optimizer, backend) -> Callable:
     """The compiled step ``(params, state, X, Y) -> (params, state, stats)``, where ``stats`` is one
     array [loss, correct, ok] (ok 1 or 0): one output, one transfer to the host, instead of three.
 
-    Steps are cached by (model config, optimizer config, backend), so trainers of the same
-    network (cross-validation, grid searches) share one compilation.
+    Steps are cached by `_StepKey` (model and optimizer types and configs, backend), so trainers of
+    the same network (cross-validation, grid searches) share one compilation.
     """
-    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend))
-    if key not in _STEPS:
-        _STEPS[key] = _build_step(model, optimizer, backend)
-    return _STEPS[key]
+    return _cached_step(_StepKey.of(model, optimizer, backend))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_step(key: _StepKey) -> Callable:
+    return _build_step(key.model, key.optimizer, key.backend)
 
 
 def _plain_step(model: MLP, optimizer, xp) -> Callable:
@@ -102,7 +123,6 @@ def _build_step(model: MLP, optimizer, backend) -> Callable:
     return backend.jit(step, donate_argnums=(0, 1))
 
 
-_EPOCHS: dict = {}
 MAX_SCAN_BYTES = 1 << 28  # the data of whole compiled epochs are staged on the device: at most 256 MiB
 
 
@@ -115,78 +135,59 @@ def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     After a refused (non-finite) step no later step of the epoch updates anything, and
     ``first_bad`` is its index (−1 when every step was finite).
 
-    The epoch runs optimistically first: the plain step (loss, hand-written gradient, update),
-    without the finiteness check and keep-or-update that a refused step needs, and with its
-    inputs kept.  XLA compiles that loop into much less work per step (on the development VM's
-    CPU, 0.14 against 2.5 µs per step for the 2-3-1 network).  Its result stands when every loss
-    and the final parameters are finite.  A step that would be refused leaves a non-finite loss
-    or non-finite parameters, and a non-finite parameter stays non-finite through every later
-    update (p − η·u is ±inf or NaN whenever p is).  Otherwise the epoch is run again from the
-    kept inputs with the safeguards, which refuse the first bad step as step-by-step training does.
+    The epoch follows the replay policy (`backprop.training.replay`): the plain step (loss,
+    hand-written gradient, update) runs first, without the finiteness check and keep-or-update
+    that a refused step needs, which XLA compiles into much less work per step, with its inputs
+    kept; when a loss or the final parameters are not finite, the epoch runs again from them with
+    the safeguards, which refuse the first bad step as step-by-step training does.
     """
     from ..backends.jax import epoch_unroll
 
-    unroll = epoch_unroll(backend.device.platform)
-    key = (json.dumps(model.config, sort_keys=True), json.dumps(optimizer.config, sort_keys=True), id(backend), unroll)
-    if key not in _EPOCHS:
-        import jax
+    return _cached_epoch(_StepKey.of(model, optimizer, backend, epoch_unroll(backend.device.platform)))
 
-        step, plain_step, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
 
-        def plain(carry, batch):
-            params, state, loss, correct = plain_step(*carry, batch[0], batch[1])
-            return (params, state), (loss, correct)
+@functools.lru_cache(maxsize=64)
+def _cached_epoch(key: _StepKey) -> Callable:
+    model, optimizer, backend, unroll = key.model, key.optimizer, key.backend, key.unroll
+    import jax
 
-        def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns)
-            return xp.reshape(xp.take(A, xp.reshape(index, (-1,)), axis=0), (*index.shape, A.shape[1]))
+    step, plain_step, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
 
-        def optimistic(params, state, X, Y, index):
-            Xs, Ys = batches(X, index), batches(Y, index)
-            (params, state), (losses, corrects) = jax.lax.scan(plain, (params, state), (Xs, Ys), unroll=unroll)
-            finite = xp.all(xp.isfinite(losses)) & xp.isfinite(_finite_probe(xp, params))
-            return params, state, losses, corrects, finite
+    def plain(carry, batch):
+        params, state, loss, correct = plain_step(*carry, batch[0], batch[1])
+        return (params, state), (loss, correct)
 
-        def checked(params, state, X, Y, index):
-            def body(carry, batch):
-                params, state, first_bad, i = carry
-                params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0)
-                first_bad = xp.where((first_bad < 0) & ~ok, i, first_bad)
-                return (params, state, first_bad, i + 1), (loss, correct)
+    def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns)
+        return xp.reshape(xp.take(A, xp.reshape(index, (-1,)), axis=0), (*index.shape, A.shape[1]))
 
-            start = (params, state, xp.asarray(-1), xp.asarray(0))
-            (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(
-                body, start, (batches(X, index), batches(Y, index)), unroll=unroll)
-            return params, state, losses, corrects, first_bad
+    def optimistic(params, state, X, Y, index):
+        Xs, Ys = batches(X, index), batches(Y, index)
+        (params, state), (losses, corrects) = jax.lax.scan(plain, (params, state), (Xs, Ys), unroll=unroll)
+        finite = xp.all(xp.isfinite(losses)) & xp.isfinite(_finite_probe(xp, params))
+        return params, state, losses, corrects, finite
 
-        fast, safe = jax.jit(optimistic), jax.jit(checked, donate_argnums=(0, 1))  # fast keeps its inputs
+    def checked(params, state, X, Y, index):
+        def body(carry, batch):
+            params, state, first_bad, i = carry
+            params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0)
+            first_bad = xp.where((first_bad < 0) & ~ok, i, first_bad)
+            return (params, state, first_bad, i + 1), (loss, correct)
 
-        def epoch(params, state, X, Y, index):
+        start = (params, state, xp.asarray(-1), xp.asarray(0))
+        (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(
+            body, start, (batches(X, index), batches(Y, index)), unroll=unroll)
+        return params, state, losses, corrects, first_bad
+
+    fast, safe = jax.jit(optimistic), jax.jit(checked, donate_argnums=(0, 1))  # fast keeps its inputs
+
+    def epoch(params, state, X, Y, index):
+        def unchecked():
             new_params, new_state, losses, corrects, finite = fast(params, state, X, Y, index)
-            if bool(finite):
-                return new_params, new_state, losses, corrects, -1
-            return safe(params, state, X, Y, index)
+            return (new_params, new_state, losses, corrects, -1), bool(finite)
 
-        _EPOCHS[key] = epoch
-    return _EPOCHS[key]
+        return replay_if_not_finite(unchecked, lambda: safe(params, state, X, Y, index))
 
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Within the block, Ctrl-C (SIGINT) only sets a flag, read through the yielded ``interrupted()``.
-
-    The trainer raises KeyboardInterrupt between steps, so no step is cut in half (the fused
-    step's buffers are written in place; JAX's are donated).  Outside the main thread, or when
-    SIGINT has a handler other than Python's default, nothing changes and ``interrupted()`` is False.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield lambda: False
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield lambda: bool(received)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return epoch
 
 
 def _diverged(where: str, loss: float) -> TrainingDivergedError:
@@ -483,7 +484,7 @@ class Trainer:
         tensors = {}
         for l, (W, b) in enumerate(self.params):
             tensors[f"params.{l}.W"], tensors[f"params.{l}.b"] = self.backend.to_numpy(W), self.backend.to_numpy(b)
-        leaves, structure = checkpoint.flatten(self.opt_state)
+        leaves, structure = tree_flatten(self.opt_state)
         tensors.update({f"opt_state.{i}": self.backend.to_numpy(a) for i, a in enumerate(leaves)})
         checkpoint.save(path, tensors, {
             "model": self.model.config,
@@ -513,8 +514,8 @@ class Trainer:
             )
             model.check_params(params)
             leaves = [_leaf_like(tensors[f"opt_state.{i}"], fresh, f"opt_state.{i}", trainer.backend)
-                      for i, fresh in enumerate(checkpoint.flatten(trainer.opt_state)[0])]
-            opt_state = checkpoint.unflatten(meta["opt_state_structure"], leaves)
+                      for i, fresh in enumerate(tree_flatten(trainer.opt_state)[0])]
+            opt_state = tree_unflatten(meta["opt_state_structure"], leaves, like=trainer.opt_state)
         except (KeyError, TypeError, ValueError, StopIteration) as exc:
             raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}") from None
         trainer.params, trainer.opt_state = params, opt_state
