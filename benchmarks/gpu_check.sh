@@ -9,22 +9,36 @@
 #
 #   bash benchmarks/gpu_check.sh              # on the GPU machine, from anywhere
 #   OUT=/tmp/results bash benchmarks/gpu_check.sh
-#   bash benchmarks/gpu_check.sh --dry-run    # the same logic on the CPU (numpy + jax), small and quick
+#   bash benchmarks/gpu_check.sh --dry-run    # the same test phases on the CPU (numpy + jax), small benchmarks
+#   bash benchmarks/gpu_check.sh --fetch-wheels  # here, online: download the wheels the offline GPU machine lacks
+#
+# The GPU machine is offline.  It has CUDA, CuPy, JAX, PyTorch, NumPy, SciPy, scikit-learn, pytest,
+# pytest-benchmark, hypothesis, pytest-xdist, tqdm, safetensors and matplotlib; it lacks the pure-Python
+# wheels listed in WHEEL_LIST below, which --fetch-wheels puts in .whl/ (git-ignored).  The test phases
+# run on PYTEST_WORKERS processes (pytest-xdist, one test file per worker) where xdist is installed.
 #
 # Knobs (environment): EPOCH_UNROLLS (e.g. "1 8 32 128": also time JAX's whole epochs at each
-# scan unroll; off by default), PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (145 s per
-# test run), BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS
-# (cupy,jax), BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the
-# benchmarks (default highest: true float32 on JAX as on CuPy, so the two compare like with like;
-# set it to tf32 together with CUPY_TF32=1 to measure TensorFloat-32 on both).
+# scan unroll; off by default), PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (150 s per
+# test run; 480 on the dry run), PYTEST_WORKERS (8 on the GPU machine, 2 on the dry run; 0 for one process),
+# BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS (cupy,jax),
+# BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the benchmarks
+# (default highest: true float32 on JAX as on CuPy, so the two compare like with like; set it to
+# tf32 together with CUPY_TF32=1 to measure TensorFloat-32 on both).
 set -euo pipefail
+
+# The pure-Python wheels the GPU machine lacks (Python 3.12 there), by distribution name.
+WHEEL_LIST=(array-api-compat array-api-strict)
 
 DRY_RUN=0
 case "${1:-}" in
   --dry-run) DRY_RUN=1 ;;
+  --fetch-wheels)
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    exec "${PYTHON:-python3}" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux2014_x86_64 -d "${WHEELS:-.whl}" "${WHEEL_LIST[@]}" ;;
   "") ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+  *) echo "usage: $0 [--dry-run | --fetch-wheels]" >&2; exit 2 ;;
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,24 +49,25 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python}"
 WHEELS="${WHEELS:-.whl}"
 SITE="$ROOT/.whl/site"
-TEST_TIMEOUT="${TEST_TIMEOUT:-145}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
+PYTEST_WORKERS="${PYTEST_WORKERS:-8}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-160}"
 BENCH_BUDGET="${BENCH_BUDGET:-0.5}"
 BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,jax}"
 BENCH_BATCH_SIZES="${BENCH_BATCH_SIZES:-1,2,32,256,2048,8192,65536}"
 BENCH_NETWORKS="${BENCH_NETWORKS:-wide,mnist,digits,seed}"  # the costly cells first: --max-seconds drops the cheap ones
 TEST_BACKENDS="${TEST_BACKENDS:-cupy jax}"
-TEST_ARGS=()
 if [[ $DRY_RUN == 1 ]]; then
-  # The same phases on the CPU, small: validates the script's logic where there is no GPU.
+  # The same test phases on the CPU (the whole suite, once per backend), so what passes here can
+  # only fail on the GPU for GPU reasons; the benchmarks small.
   TEST_BACKENDS="${DRY_RUN_TEST_BACKENDS:-numpy jax}"
-  TEST_ARGS=(tests/test_bench.py)
   BENCH_BACKENDS="numpy,jax"
   BENCH_NETWORKS="seed,digits"
   BENCH_BATCH_SIZES="1,32"
   BENCH_BUDGET="0.1"
-  TEST_TIMEOUT=120
+  TEST_TIMEOUT="${DRY_RUN_TEST_TIMEOUT:-480}"
   BENCH_TIMEOUT=120
+  PYTEST_WORKERS="${DRY_RUN_PYTEST_WORKERS:-2}"
 fi
 
 export PYTHONPATH="$ROOT/src:$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -136,6 +151,10 @@ fi
 
 # 3. The whole test suite, once per backend (-x: stop at the first failure), in full float32
 #    matmul precision: the float32 gradient tolerances are not meant for TF32.
+TEST_ARGS=()
+if [[ $PYTEST_WORKERS != 0 ]] && "$PYTHON" -c "import xdist" 2>/dev/null; then
+  TEST_ARGS=(-n "$PYTEST_WORKERS" --dist loadfile)
+fi
 for backend in $TEST_BACKENDS; do
   phase "tests-$backend" "$TEST_TIMEOUT" env BACKPROP_BACKEND="$backend" BACKPROP_MATMUL_PRECISION=highest \
     "$PYTHON" -m pytest -x -q -p no:cacheprovider --junitxml="$OUT/tests-$backend.xml" ${TEST_ARGS[@]+"${TEST_ARGS[@]}"}

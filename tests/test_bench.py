@@ -260,7 +260,7 @@ def test_a_failing_build_leaves_no_tracing_behind(monkeypatch):
     def fail(*args, **kwargs):
         raise MemoryError("no room for the step's buffers")
 
-    monkeypatch.setattr(bench, "make_data", fail)
+    monkeypatch.setattr(bench.contenders, "make_data", fail)  # where build_backprop looks it up
     assert not tracemalloc.is_tracing()
     with pytest.raises(MemoryError, match="no room"):
         bench.build_backprop(bench.NETWORKS["seed"], 2, get_backend("numpy"))

@@ -10,7 +10,7 @@ Prints one table per backend (median step time, IQR, samples/s, GFLOP/s of the m
 products, and the ratio to every other contender of the cell).  --out DIR writes bench.json
 (every number plus date, host, versions, BLAS library/kernel/threads, devices, matmul
 precision), bench.txt (the tables) and bench.png (samples/s against batch size, log-log).
---quick runs a one-minute grid.  The float32 dtype is fixed; BACKPROP_DEVICE and
+--quick runs a small grid with a short budget.  The float32 dtype is fixed; BACKPROP_DEVICE and
 BACKPROP_MATMUL_PRECISION apply; BACKPROP_BACKEND narrows the default backends to one.
 """
 
@@ -36,18 +36,21 @@ def add_arguments(parser) -> None:
                         + " (default: $BACKPROP_BACKEND, else every available backend)")
     parser.add_argument("--contenders", help=f"comma-separated, from: {', '.join(bench.CONTENDERS)} "
                         "(default: every one that can run)")
-    parser.add_argument("--optimizer", default="sgd", help="sgd (the default: lr 0.01, 1e-4 for wide) or adam (lr 1e-3)")
+    parser.add_argument("--optimizer", default="sgd",
+                        help="sgd (the default: lr 0.01, 1e-4 for wide) or adam (lr 1e-3)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds of timed rounds per cell, all contenders together (default 2; --quick 0.3); "
                              "every contender still gets at least 3 rounds")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="start no new cell after this many seconds; the rest is listed as not measured")
     parser.add_argument("--blas-threads", type=int, default=None,
-                        help="limit NumPy's BLAS to this many threads (threadpoolctl) for the run; default: leave it as it is")
-    parser.add_argument("--quick", action="store_true", help="a one-minute grid (small networks and batches, short budget)")
+                        help="limit NumPy's BLAS to this many threads (threadpoolctl) for the run; "
+                             "default: leave it as it is")
+    parser.add_argument("--quick", action="store_true", help="a small grid (small networks and batches, short budget)")
     parser.add_argument("--out", help="folder for bench.json, bench.txt and bench.png")
     parser.add_argument("--devices", help="data-parallel scaling instead: the backprop step on JAX on 1,2,4… devices "
-                        "(comma-separated counts; simulated CPU devices where there is no GPU), see backprop.training.distributed")
+                        "(comma-separated counts; simulated CPU devices where there is no GPU), "
+                        "see backprop.training.distributed")
 
 
 def _names(text: str | None, valid, what: str) -> list[str] | None:
@@ -146,7 +149,6 @@ def _run(args, opts: dict) -> int:
     from .. import bench
 
     if getattr(args, "devices", None):
-
         return bench_command(args, opts)
     # JAX would otherwise grab 75% of a GPU's memory and starve CuPy and torch in this process.
     if "jax" not in sys.modules:
@@ -165,7 +167,8 @@ def _run(args, opts: dict) -> int:
                 skipped.append({"cell": f"{backend.name} (every cell)", "contender": name, "reason": reason})
         plan[backend.name] = names
     if not any(plan.values()):
-        raise CommandError("no contender can run here: " + "; ".join(f"{s['contender']}: {s['reason']}" for s in skipped))
+        raise CommandError("no contender can run here: "
+                           + "; ".join(f"{s['contender']}: {s['reason']}" for s in skipped))
     if opts["explicit_contenders"]:
         missing = [n for n in opts["contenders"] if not any(n in names for names in plan.values())]
         if missing:
@@ -173,7 +176,8 @@ def _run(args, opts: dict) -> int:
                                f"{', '.join(b.name for b in backends)}: "
                                f"{bench.contender_unavailable(missing[0], backends[0]) or 'not applicable'}")
     for contender, reason in dict.fromkeys((s["contender"], s["reason"]) for s in skipped):
-        where = ", ".join(s["cell"].split(" ")[0] for s in skipped if (s["contender"], s["reason"]) == (contender, reason))
+        where = ", ".join(s["cell"].split(" ")[0] for s in skipped
+                          if (s["contender"], s["reason"]) == (contender, reason))
         print(f"backprop bench: {contender} not measured on {where}: {reason}", file=sys.stderr)
 
     cells = []
@@ -203,10 +207,10 @@ def _run(args, opts: dict) -> int:
     for i, (cell, backend) in enumerate(cells, 1):
         elapsed = time.perf_counter() - start
         if opts["max_seconds"] is not None and elapsed >= opts["max_seconds"]:
-            report["skipped"] += [{"cell": c.id, "contender": "all", "reason": f"not started: --max-seconds {opts['max_seconds']:g} reached"}
-                                  for c, _ in cells[i - 1:]]
-            print(f"backprop bench: --max-seconds reached after {elapsed:.0f} s; {len(cells) - i + 1} cells not measured",
-                  file=sys.stderr)
+            reason = f"not started: --max-seconds {opts['max_seconds']:g} reached"
+            report["skipped"] += [{"cell": c.id, "contender": "all", "reason": reason} for c, _ in cells[i - 1:]]
+            print(f"backprop bench: --max-seconds reached after {elapsed:.0f} s; "
+                  f"{len(cells) - i + 1} cells not measured", file=sys.stderr)
             break
         rows, cell_skipped = bench.run_cell(cell, backend, plan[backend.name], opts["optimizer"], opts["time_budget_s"])
         report["results"] += rows
@@ -238,18 +242,15 @@ def _run(args, opts: dict) -> int:
 
 def bench_command(args, opts: dict) -> int:
     """``backprop bench --devices 1,2,4``: the device-scaling table (and bench_devices.json in --out)."""
-    import json
-    import os
-    import sys
-
     from .. import bench
     from ..bench.devices import bench_devices, format_devices_table
 
     counts = parse_device_counts(args.devices)
     if opts.get("backends") not in (None, ["jax"]):
         raise ValueError("--devices benchmarks the JAX backend only (leave out --backends or pass --backends jax)")
-    if bench.probe("jax").reason is not None:
-        raise ValueError(f"--devices needs the JAX backend: {bench.probe('jax').reason}")
+    jax_missing = bench.probe("jax").reason
+    if jax_missing is not None:
+        raise ValueError(f"--devices needs the JAX backend: {jax_missing}")
     networks = opts["networks"] if args.networks else ["digits", "mnist"]
     report = bench_devices(counts, networks, opts["batch_sizes"], opts["optimizer"], opts["time_budget_s"],
                            log=lambda line: print(line, file=sys.stderr))

@@ -21,8 +21,8 @@ from sklearn.utils.validation import validate_data
 from ..backends import BACKENDS, get_backend
 from ..core.optim import Adam
 from ..core.tree import tree_map
+from ..training.interrupt import deferred_interrupt
 from ..training.trainer import Trainer
-from ._epoch import _interrupt_guard, _run_epoch
 from ._lbfgs import _fit_lbfgs
 from ._network import _SklearnMLP
 from ._sgd import _set_sgd_rate, _StateRateSGD
@@ -289,7 +289,7 @@ class _BaseMLP(BaseEstimator):
         X_train, Y_train, X_val, y_val = self._validation_split(X, Y)
         batches = list(gen_batches(X_train.shape[0], self._batch_size(X_train.shape[0])))
         X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # on the device (NumPy: as they are)
-        with _interrupt_guard(trainer) as interrupted:
+        with deferred_interrupt() as interrupted:  # Ctrl-C lands between steps, on every backend
             try:
                 self._epochs(backend, model, trainer, (X_train, Y_train, batches), (X_val, y_val), incremental,
                              interrupted)
@@ -336,7 +336,10 @@ class _BaseMLP(BaseEstimator):
                 raise KeyboardInterrupt
             if self.shuffle:
                 sample_idx = shuffle(sample_idx, random_state=self._random_state)
-            total, all_ok = _run_epoch(backend, trainer, X, Y, sample_idx, batches, self.shuffle, interrupted)
+            totals = trainer.run_epoch(X, Y, [sample_idx[batch] for batch in batches], interrupted, count_correct=False)
+            if interrupted():
+                raise KeyboardInterrupt
+            total, all_ok = totals.loss, totals.first_bad < 0
             if not all_ok:
                 self.coefs_, self.intercepts_ = _host_params(backend, trainer.params)
                 raise ValueError(

@@ -42,6 +42,7 @@ docs/distributed.md for a two-process run on one machine over 127.0.0.1).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -114,18 +115,22 @@ def _names(devices) -> str:
     return ", ".join(f"{d.platform}:{d.id}" for d in devices)
 
 
-_LOCAL_BACKENDS: dict = {}
-_WRAPPED_STEPS: dict = {}
-
-
 def _local_backend(backend, device):
-    """``backend`` with ``device`` (a device of this process) as its home device."""
-    if backend.device == device:
-        return backend
-    key = (id(backend), device)
-    if key not in _LOCAL_BACKENDS:
-        _LOCAL_BACKENDS[key] = (backend, dataclasses.replace(backend, device=device, device_name=f"{device.platform}:{device.id}"))
-    return _LOCAL_BACKENDS[key][1]
+    """``backend`` with ``device`` (a device of this process) as its home device (one object per pair)."""
+    return backend if backend.device == device else _moved_backend(backend, device)
+
+
+@functools.lru_cache(maxsize=32)
+def _moved_backend(backend, device):
+    return dataclasses.replace(backend, device=device, device_name=f"{device.platform}:{device.id}")
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded(step, mesh, replicated):
+    """``step`` compiled with its outputs replicated over ``mesh`` and its params and state donated."""
+    import jax
+
+    return jax.jit(step, out_shardings=replicated, donate_argnums=(0, 1))
 
 
 class DataParallel:
@@ -280,12 +285,7 @@ class DataParallel:
         """The data-parallel form of the compiled step ``(params, state, X, Y) -> (params, state,
         stats)``: the same computation, compiled for the mesh (replicated outputs,
         parameters and state donated), with its inputs placed on the mesh first."""
-        import jax
-
-        key = (id(step), self.mesh)
-        if key not in _WRAPPED_STEPS:
-            _WRAPPED_STEPS[key] = (step, jax.jit(step, out_shardings=self.replicated, donate_argnums=(0, 1)))
-        jitted = _WRAPPED_STEPS[key][1]
+        jitted = _sharded(step, self.mesh, self.replicated)
 
         def parallel_step(params, state, X, Y):
             params, state = self.replicate((params, state))

@@ -26,6 +26,7 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from . import checkpoint, fused
+from .fused import EpochTotals
 from ..backends import get_backend, to_host
 from .callbacks import Callback
 from .distributed import data_parallel
@@ -260,31 +261,75 @@ class Trainer:
         self.steps += 1
         return loss, correct
 
-    def _run_epoch(self, X, Y, batches: Sequence, epoch: int, interrupted: Callable[[], bool]) -> tuple[float, float]:
-        """Many steps in one call: the fused step's `epoch` (NumPy, CuPy), or on JAX the batches
-        (an (n_batches, batch) index array) of the data on the device as one compiled epoch
-        (`compiled_epoch`).
+    def run_epoch(self, X, Y, batches: Sequence, interrupted: Callable[[], bool] = lambda: False,
+                  count_correct: bool = True, on_step: Callable[[int, float], None] | None = None) -> EpochTotals:
+        """The one epoch loop (of `fit` and of the scikit-learn estimators): a step on the rows
+        ``batches[b]`` (index arrays) of the validated (X, Y), for b = 0, 1, ... in turn.
 
-        Returns the summed per-example loss and correct count of the steps taken.  The fused
-        epoch stops early when ``interrupted()`` says so (a deferred Ctrl-C).
+        The steps run as one call where they can: the fused step's `epoch` (NumPy, CuPy), or on
+        JAX one compiled epoch (`compiled_epoch`) of the leading batches of equal size when X and Y
+        are on the device already (the rest one step at a time); else, and whenever ``on_step`` is
+        given (it is called with (b, loss) after each step) or ``compile_epochs`` is off, one step at
+        a time.  Returns `EpochTotals` of the steps taken: it stops at the first refused (non-finite)
+        step, whose index is ``first_bad``, and when ``interrupted()`` turns true between steps.
         """
-        if isinstance(self.step, fused.FusedStep):
+        if on_step is None and self.compile_epochs and isinstance(self.step, fused.FusedStep):
             self.params, self.opt_state, totals = self.step.epoch(
-                self.params, self.opt_state, X, Y, batches, should_stop=interrupted)
+                self.params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct)
             self.steps += totals.steps
-            if totals.first_bad >= 0:
-                raise _diverged(f"epoch {epoch}, batch {totals.first_bad}", totals.bad_loss)
-            return totals.loss, float(totals.correct)
+            return totals
+        lead = self._scan_batches(X, Y, batches) if on_step is None else 0
+        head = self._compiled_epoch(X, Y, batches[:lead]) if lead else EpochTotals(0.0, 0, 0, -1, math.nan)
+        if head.first_bad >= 0 or interrupted():
+            return head
+        return self._stepwise(X, Y, batches, lead, head, interrupted, on_step)
+
+    def _compiles_epochs(self, X, Y) -> bool:
+        """Whether epochs over (X, Y) run as compiled JAX epochs: one device, data of at most MAX_SCAN_BYTES."""
+        itemsize = np.dtype(self.backend.dtype_name).itemsize
+        return (self.compile_epochs and self.backend.name == "jax" and self.parallel is None
+                and X.shape[0] * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
+
+    def _scan_batches(self, X, Y, batches: Sequence) -> int:
+        """How many leading batches (of one size) run as one compiled JAX epoch (0: none)."""
+        if not (batches and self._compiles_epochs(X, Y) and self.backend.is_native(X) and self.backend.is_native(Y)):
+            return 0
+        size = len(batches[0])
+        return next((b for b, index in enumerate(batches) if len(index) != size), len(batches))
+
+    def _compiled_epoch(self, X, Y, batches: Sequence) -> EpochTotals:
+        """The batches (all of one size) as one compiled epoch on the device."""
         run = compiled_epoch(self.model, self.optimizer, self.backend)
-        index = self.backend.asarray(batches.astype(np.int32))  # X and Y are on the device already
+        index = self.backend.asarray(np.stack(batches).astype(np.int32))
         self.params, self.opt_state, losses, corrects, first_bad = run(self.params, self.opt_state, X, Y, index)
         losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
-        if first_bad >= 0:
-            raise _diverged(f"epoch {epoch}, batch {first_bad}", float(losses[first_bad]))
-        scale = self.model.scale(batches.shape[1])  # full batches only
-        return float(np.sum(losses[:done], dtype=np.float64) / scale), float(np.sum(corrects[:done], dtype=np.float64))
+        scale = self.model.scale(len(batches[0]))
+        return EpochTotals(float(np.sum(losses[:done], dtype=np.float64) / scale),
+                           int(np.sum(corrects[:done], dtype=np.float64)), done, first_bad,
+                           float(losses[first_bad]) if first_bad >= 0 else math.nan)
+
+    def _stepwise(self, X, Y, batches, start: int, totals: EpochTotals, interrupted, on_step) -> EpochTotals:
+        """Batches ``start``... one step at a time, added to ``totals``."""
+        loss_sum, correct_sum, steps = totals.loss, totals.correct, totals.steps
+        procs = 1 if self.parallel is None else self.parallel.process_count
+        for b in range(start, len(batches)):
+            index = batches[b]
+            Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
+            self.params, self.opt_state, stats = self.step(self.params, self.opt_state, Xb, Yb)
+            loss, correct, ok = (float(v) for v in to_host(stats))
+            if not ok:
+                return EpochTotals(loss_sum, correct_sum, steps, b, loss)
+            self.steps += 1
+            steps += 1
+            loss_sum += loss / self.model.scale(len(index) * procs)
+            correct_sum += int(correct)
+            if on_step is not None:
+                on_step(b, loss)
+            if interrupted():
+                break
+        return EpochTotals(loss_sum, correct_sum, steps, -1, math.nan)
 
     def train_step(self, X_batch, y_batch) -> float:
         """One step (forward, hand-written backward, update) on one batch; returns its loss."""
@@ -324,12 +369,10 @@ class Trainer:
         xp = self.backend.xp
         return xp.take(A, self.backend.asarray(index), axis=0) if index is not None else A
 
-    def _batches(self, n: int, batch_size: int, shuffle: bool) -> tuple[np.ndarray, list]:
-        """An epoch's batches: the full ones as an (n_full, batch_size) index array, and a list
-        holding the last, partial one (empty when batch_size divides n)."""
+    def _batches(self, n: int, batch_size: int, shuffle: bool) -> list:
+        """An epoch's batches: index arrays of batch_size rows of a permutation, the last one partial."""
         order = self.rng.numpy.permutation(n) if shuffle else np.arange(n)
-        n_full = n // batch_size
-        return order[: n_full * batch_size].reshape(n_full, batch_size), [order[n_full * batch_size:]] if n % batch_size else []
+        return [order[start : start + batch_size] for start in range(0, n, batch_size)]
 
     # -- training ----------------------------------------------------------------------------
     def fit(
@@ -378,22 +421,18 @@ class Trainer:
         from tqdm.auto import tqdm
 
         n = X.shape[0]
-        procs = 1 if self.parallel is None else self.parallel.process_count
         if self.parallel is not None:
             batch_size = self.parallel.local_batch_size(batch_size, n)
         per_batch_hooks = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in callbacks)
-        itemsize = np.dtype(self.backend.dtype_name).itemsize
-        whole_epochs = self.compile_epochs and not per_batch_hooks
-        fused_epochs = whole_epochs and isinstance(self.step, fused.FusedStep)
-        scan = (whole_epochs and self.backend.name == "jax" and self.parallel is None and n >= batch_size
-                and n * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
+        if not per_batch_hooks and self._compiles_epochs(X, Y):
+            X, Y = self.backend.asarray(X), self.backend.asarray(Y)  # on the device once per fit (`run_epoch`)
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
         bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step")
         try:
             with deferred_interrupt() as interrupted:
-                self._epochs(X, Y, epochs, batch_size, val, shuffle, callbacks, bar, scan, fused_epochs, procs, interrupted)
+                self._epochs(X, Y, epochs, batch_size, val, shuffle, callbacks, bar, per_batch_hooks, interrupted)
                 if interrupted():
                     raise KeyboardInterrupt
         finally:
@@ -402,39 +441,33 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
-    def _epochs(self, X, Y, epochs, batch_size, val, shuffle, callbacks, bar, scan, fused_epochs, procs, interrupted):
+    def _epochs(self, X, Y, epochs, batch_size, val, shuffle, callbacks, bar, per_batch_hooks, interrupted):
         n, classification = X.shape[0], self.model.loss_layer.classification
-        whole = (self.backend.asarray(X), self.backend.asarray(Y)) if scan else (X, Y)  # on the device once per fit
+        procs = 1 if self.parallel is None else self.parallel.process_count
         for _ in range(epochs):
             epoch = self.epoch
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
-            total_loss = total_correct = 0.0
-            full, partial = self._batches(n, batch_size, shuffle)
-            n_batches = len(full) + len(partial)
-            batches = partial if scan else [*full, *partial]  # what is left for one step at a time
-            if fused_epochs or scan:  # in one call: every batch (fused), the full ones (JAX)
-                steps = self.steps
-                total_loss, total_correct = self._run_epoch(*whole, full if scan else batches, epoch, interrupted)
-                bar.update(self.steps - steps)
-                batches = batches if scan else []
-                if interrupted():
-                    raise KeyboardInterrupt
-            for b, index in enumerate(batches, start=n_batches - len(batches)):
-                Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
-                loss, correct = self._run_step(Xb, Yb, f"epoch {epoch}, batch {b}")
-                total_loss += loss / self.model.scale(len(index) * procs)
-                total_correct += correct
+
+            def on_step(b, loss):
                 bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
                 bar.update(1)
                 for cb in callbacks:
                     cb.on_batch_end(self, epoch, b, loss)
-                if interrupted():
-                    raise KeyboardInterrupt
-            logs = {"loss": total_loss / (n * procs)}
+
+            steps = self.steps
+            totals = self.run_epoch(X, Y, self._batches(n, batch_size, shuffle), interrupted,
+                                    on_step=on_step if per_batch_hooks else None)
+            if not per_batch_hooks:
+                bar.update(self.steps - steps)
+            if totals.first_bad >= 0:
+                raise _diverged(f"epoch {epoch}, batch {totals.first_bad}", totals.bad_loss)
+            if interrupted():
+                raise KeyboardInterrupt
+            logs = {"loss": totals.loss / (n * procs)}
             bar.set_postfix(epoch=epoch, loss=f"{logs['loss']:.4g}")
             if classification:
-                logs["accuracy"] = total_correct / (n * procs)
+                logs["accuracy"] = totals.correct / (n * procs)
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
             for key, value in logs.items():

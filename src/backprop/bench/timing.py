@@ -1,0 +1,89 @@
+"""The timer: contenders of one cell warmed up, then timed interleaved, round after round."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from typing import Sequence
+
+from .contenders import Contender
+
+
+@dataclasses.dataclass
+class Timing:
+    """Per-step seconds of one contender in one cell: the statistics over rounds.
+
+    A round is ``iterations`` consecutive synchronised steps (more than one only for steps
+    shorter than ``min_round_s``), its time divided by ``iterations``.
+    """
+
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+    mean: float
+    rounds: int
+    iterations: int
+    warmup_s: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @classmethod
+    def of(cls, times: list[float], iterations: int, warmup_s: float) -> "Timing":
+        ordered = sorted(times)
+        if len(ordered) >= 2:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1 = q3 = ordered[0]
+        return cls(statistics.median(ordered), q1, q3, ordered[0], ordered[-1], statistics.fmean(ordered),
+                   len(ordered), iterations, warmup_s)
+
+
+def measure(contenders: Sequence[Contender], budget_s: float = 2.0, min_rounds: int = 3,
+            max_rounds: int = 1000, warmup: int = 2, min_round_s: float = 1e-3) -> dict[str, Timing]:
+    """Time the contenders of one cell side by side; {name: Timing}.
+
+    Each is warmed up first (``warmup`` steps: compilation, caches, allocator).  Then rounds
+    run interleaved — one round of each contender in turn, the order rotated every time — until
+    ``budget_s`` seconds of rounds have passed and every contender has ``min_rounds`` rounds
+    (a slow cell overruns the budget rather than report fewer), or all reach ``max_rounds``.
+    """
+    warmup_s, iterations = {}, {}
+    for c in contenders:
+        start = time.perf_counter()
+        last = c.warmup(warmup)
+        warmup_s[c.name] = time.perf_counter() - start
+        iterations[c.name] = max(1, min(1000, math.ceil(min_round_s / max(last, 1e-9))))
+    times = _timed_rounds(list(contenders), iterations, budget_s, min_rounds, max_rounds)
+    return {c.name: Timing.of(times[c.name], iterations[c.name], warmup_s[c.name]) for c in contenders}
+
+
+def _timed_rounds(order: list[Contender], iterations: dict, budget_s: float, min_rounds: int,
+                  max_rounds: int) -> dict[str, list[float]]:
+    """{name: the per-step seconds of each of its rounds}, run as `measure` describes."""
+    times = {c.name: [] for c in order}
+    start = time.perf_counter()
+    k = 0
+    while True:
+        todo = [c for c in order[k % len(order):] + order[: k % len(order)] if len(times[c.name]) < max_rounds]
+        if not todo:
+            break
+        for c in todo:
+            times[c.name].append(_round(c, iterations[c.name]))
+        k += 1
+        if time.perf_counter() - start >= budget_s and all(len(t) >= min_rounds for t in times.values()):
+            break
+    return times
+
+
+def _round(contender: Contender, iterations: int) -> float:
+    """The per-step seconds of ``iterations`` consecutive steps."""
+    start = time.perf_counter()
+    for _ in range(iterations):
+        contender.step()
+    return (time.perf_counter() - start) / iterations
