@@ -50,7 +50,12 @@ def test_seed_epoch(benchmark, data, backend, whole):
     benchmark.name = f"{backend}[{'whole-epochs' if whole else 'step-by-step'}]"
     benchmark.extra_info.update(steps=STEPS, batch_size=BATCH)
     epochs = trainer.epoch
-    benchmark.pedantic(trainer.fit, args=(X, y), kwargs=dict(epochs=1, batch_size=BATCH, progress=False),
-                       rounds=5 if whole else 2, iterations=1)
+    benchmark.pedantic(
+        trainer.fit,
+        args=(X, y),
+        kwargs=dict(epochs=1, batch_size=BATCH, progress=False),
+        rounds=5 if whole else 2,
+        iterations=1,
+    )
     assert trainer.steps == (trainer.epoch - 1) * STEPS + 10 and trainer.epoch > epochs  # + the first fit: 10 steps
     assert np.isfinite(trainer.history["loss"][-1])

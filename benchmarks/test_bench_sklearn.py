@@ -33,7 +33,9 @@ from threadpoolctl import threadpool_limits
 from backprop.backends import probe
 from backprop.sklearn import MLPClassifier
 
-PARAMS = dict(hidden_layer_sizes=(100,), solver="adam", batch_size=200, learning_rate_init=1e-3, alpha=1e-4, random_state=0)
+PARAMS = dict(
+    hidden_layer_sizes=(100,), solver="adam", batch_size=200, learning_rate_init=1e-3, alpha=1e-4, random_state=0
+)
 BACKENDS = [b for b in ("numpy", "jax", "cupy") if probe(b).available]
 
 

@@ -34,8 +34,11 @@ def _cells(config, contender: str) -> list:
     for backend_id in bench.selected_backends():
         found = bench.probe(backend_id)
         if not found.available:
-            params.append(pytest.param(None, None, backend_id, id=f"{backend_id}-unavailable",
-                                       marks=pytest.mark.skip(reason=found.reason)))
+            params.append(
+                pytest.param(
+                    None, None, backend_id, id=f"{backend_id}-unavailable", marks=pytest.mark.skip(reason=found.reason)
+                )
+            )
             continue
         backend = bench.load_backend(backend_id)
         if contender == "jax_grad" and backend.name != "jax":
@@ -47,13 +50,24 @@ def _cells(config, contender: str) -> list:
                 if unavailable:
                     marks.append(pytest.mark.skip(reason=unavailable))
                 elif not huge and bench.is_huge(network, batch, backend):
-                    marks.append(pytest.mark.skip(reason="huge CPU cell (> 50 GFLOP per step): "
-                                                         "add --bench-huge or BACKPROP_BENCH_HUGE=1"))
-                params.append(pytest.param(network, batch, backend_id, marks=marks,
-                                           id=bench.Cell(network, batch, backend_id).id))
+                    marks.append(
+                        pytest.mark.skip(
+                            reason="huge CPU cell (> 50 GFLOP per step): add --bench-huge or BACKPROP_BENCH_HUGE=1"
+                        )
+                    )
+                params.append(
+                    pytest.param(network, batch, backend_id, marks=marks, id=bench.Cell(network, batch, backend_id).id)
+                )
     if not params:  # jax_grad without the jax backend: one skipped test rather than an empty set
-        params.append(pytest.param(None, None, None, id="not-applicable",
-                                   marks=pytest.mark.skip(reason=f"{contender}: no selected backend can run it")))
+        params.append(
+            pytest.param(
+                None,
+                None,
+                None,
+                id="not-applicable",
+                marks=pytest.mark.skip(reason=f"{contender}: no selected backend can run it"),
+            )
+        )
     return params
 
 
@@ -69,9 +83,16 @@ def _bench(benchmark, request, contender: str, network: str, batch: int, backend
     try:
         c.warmup(2)
         benchmark.group = f"{network} batch={batch} {backend_id}"
-        benchmark.extra_info.update(contender=contender, network=network, batch=batch, backend=backend_id,
-                                    device=c.backend.device_name, flops=c.flops,
-                                    matmul=bench.effective_matmul_precision(c.backend), **c.info)
+        benchmark.extra_info.update(
+            contender=contender,
+            network=network,
+            batch=batch,
+            backend=backend_id,
+            device=c.backend.device_name,
+            flops=c.flops,
+            matmul=bench.effective_matmul_precision(c.backend),
+            **c.info,
+        )
         loss = benchmark(c.step)
         if loss is not None:  # a step that computes garbage is not worth timing
             assert math.isfinite(bench.loss_of(loss))

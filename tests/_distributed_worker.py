@@ -74,7 +74,9 @@ def single(out):
     # a batch of 6 rows through train_step (not a multiple of 4: computed replicated) and one of 16
     one, four = make_trainer("float64", None), make_trainer("float64", "all")
     for rows in (slice(0, 6), slice(6, 22)):
-        result.setdefault("train_step_losses", []).append([one.train_step(X[rows], y[rows]), four.train_step(X[rows], y[rows])])
+        result.setdefault("train_step_losses", []).append(
+            [one.train_step(X[rows], y[rows]), four.train_step(X[rows], y[rows])]
+        )
     result["train_step_rel_error"] = rel_error(one, four)
     # a batch_size that does not split over 4 devices
     try:
@@ -101,13 +103,17 @@ def single(out):
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(["train", "--devices", "all", "--epochs", "1", "--hidden", "8", "--test-size", "0.8", "--no-progress"])
+        code = cli.main(
+            ["train", "--devices", "all", "--epochs", "1", "--hidden", "8", "--test-size", "0.8", "--no-progress"]
+        )
     result["cli"] = {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
     result["two_process_reference"] = two_process_reference()
     report = bench_devices([1, 4], networks=["seed"], batch_sizes=[8, 6], budget_s=0.02)
-    result["bench"] = {"rows": [(r["batch"], r["devices"]) for r in report["results"]],
-                       "skipped": [(s["batch"], s["devices"]) for s in report["skipped"]],
-                       "positive": all(r["samples_per_s"] > 0 for r in report["results"])}
+    result["bench"] = {
+        "rows": [(r["batch"], r["devices"]) for r in report["results"]],
+        "skipped": [(s["batch"], s["devices"]) for s in report["skipped"]],
+        "positive": all(r["samples_per_s"] > 0 for r in report["results"]),
+    }
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)
 
@@ -128,27 +134,45 @@ def two_process_reference():
             total += ref.train_step(X[index], y[index]) * len(index)
         history.append(total / (2 * N))
     val = np.concatenate([np.arange(10), N + np.arange(10)])
-    return {"leaves": [a.tolist() for a in leaves(ref)], "loss": history, "val": ref.evaluate(X[val], y[val]),
-            "steps": ref.steps}
+    return {
+        "leaves": [a.tolist() for a in leaves(ref)],
+        "loss": history,
+        "val": ref.evaluate(X[val], y[val]),
+        "steps": ref.steps,
+    }
 
 
 def multi(process_id, port, out):
     from backprop.training import distributed
 
     address = f"127.0.0.1:{port}"
-    distributed.initialize(address, 2, process_id, cpu_devices=2, coordinator_bind_address=address,
-                           initialization_timeout=60, shutdown_timeout_seconds=30)
+    distributed.initialize(
+        address,
+        2,
+        process_id,
+        cpu_devices=2,
+        coordinator_bind_address=address,
+        initialization_timeout=60,
+        shutdown_timeout_seconds=30,
+    )
     import jax
 
     N = N_LOCAL
     X, y = blobs(2 * N)
     Xl, yl = (X[:N], y[:N]) if process_id == 0 else (X[N:], y[N:])  # this process's half
     trainer = make_trainer("float64", "all")
-    history = trainer.fit(Xl, yl, epochs=EPOCHS, batch_size=2 * BATCH, validation_data=(Xl[:10], yl[:10]),
-                          progress=False)
-    result = {"process_index": jax.process_index(), "process_count": jax.process_count(), "devices": len(jax.devices()),
-              "history": history, "steps": trainer.steps, "data_size": trainer.parallel.data_size,
-              "leaves": [a.tolist() for a in leaves(trainer)]}
+    history = trainer.fit(
+        Xl, yl, epochs=EPOCHS, batch_size=2 * BATCH, validation_data=(Xl[:10], yl[:10]), progress=False
+    )
+    result = {
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "devices": len(jax.devices()),
+        "history": history,
+        "steps": trainer.steps,
+        "data_size": trainer.parallel.data_size,
+        "leaves": [a.tolist() for a in leaves(trainer)],
+    }
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)
 

@@ -97,7 +97,9 @@ def test_backend_instance_passes_through():
 
 @pytest.mark.parametrize("name", ["foo", "torch", "numpy2"])
 def test_unknown_backend_lists_valid_ones(clean_env, name):
-    with pytest.raises(ValueError, match=rf"unknown backend '{name}'; valid backends: numpy, cupy, jax, array_api_strict"):
+    with pytest.raises(
+        ValueError, match=rf"unknown backend '{name}'; valid backends: numpy, cupy, jax, array_api_strict"
+    ):
         get_backend(name)
     clean_env.setenv("BACKPROP_BACKEND", name)
     with pytest.raises(ValueError, match="valid backends: numpy, cupy, jax, array_api_strict"):
@@ -442,8 +444,14 @@ def test_info_reports_cupy_without_gpu(clean_env, capsys, fresh_load_cache):
     assert cupy == {"name": "cupy", "available": False, "reason": "CuPy is installed but no CUDA GPU is visible"}
 
 
-@pytest.mark.parametrize("argv", [["train", "--backend", "cupy", "--epochs", "1", "--no-progress"],
-                                  ["check", "--backend", "cupy"], ["diagram", "--out", "diagram"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--backend", "cupy", "--epochs", "1", "--no-progress"],
+        ["check", "--backend", "cupy"],
+        ["diagram", "--out", "diagram"],
+    ],
+)
 def test_commands_on_cupy_without_gpu_exit_2_with_one_line(clean_env, capsys, fresh_load_cache, tmp_path, argv):
     """CuPy installed but no GPU: one line naming the reason and exit code 2, not a traceback
     (diagram reads the backend from BACKPROP_BACKEND)."""
@@ -454,7 +462,8 @@ def test_commands_on_cupy_without_gpu_exit_2_with_one_line(clean_env, capsys, fr
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip().splitlines() == [
-        f"backprop {argv[0]}: error: backend 'cupy' is unavailable: CuPy is installed but no CUDA GPU is visible"]
+        f"backprop {argv[0]}: error: backend 'cupy' is unavailable: CuPy is installed but no CUDA GPU is visible"
+    ]
     assert not (tmp_path / "diagram").exists()
 
 

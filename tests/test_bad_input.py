@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _counts import count_case
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,18 +29,46 @@ from backprop.cli import main
 from backprop.sklearn import MLPClassifier, MLPRegressor
 from backprop.training.trainer import Trainer
 
-from _counts import count_case
-
 pd = pytest.importorskip("pandas")
 
 SRC = os.path.dirname(bp.__file__)
-SKLEARN_VALIDATION = ("sklearn/utils/validation.py", "sklearn/utils/multiclass.py", "sklearn/preprocessing/_label.py",
-                      "sklearn/base.py", "sklearn/utils/_array_api.py")
+SKLEARN_VALIDATION = (
+    "sklearn/utils/validation.py",
+    "sklearn/utils/multiclass.py",
+    "sklearn/preprocessing/_label.py",
+    "sklearn/base.py",
+    "sklearn/utils/_array_api.py",
+)
 
 DAMAGES = (
-    "none", "float32", "zero_rows", "zero_features", "single_row", "short_y", "X_1d", "X_3d", "nan_X", "inf_X",
-    "neg_inf_X", "huge_X", "denormal_X", "nan_y", "inf_y", "int_X", "bool_X", "complex_X", "object_X", "string_X",
-    "list_X", "dataframe", "series_y", "readonly", "non_contiguous", "fortran", "unseen_label", "jax_X",
+    "none",
+    "float32",
+    "zero_rows",
+    "zero_features",
+    "single_row",
+    "short_y",
+    "X_1d",
+    "X_3d",
+    "nan_X",
+    "inf_X",
+    "neg_inf_X",
+    "huge_X",
+    "denormal_X",
+    "nan_y",
+    "inf_y",
+    "int_X",
+    "bool_X",
+    "complex_X",
+    "object_X",
+    "string_X",
+    "list_X",
+    "dataframe",
+    "series_y",
+    "readonly",
+    "non_contiguous",
+    "fortran",
+    "unseen_label",
+    "jax_X",
 )
 
 
@@ -105,7 +134,11 @@ def damaged(kind: str, seed: int, n: int, d: int, classification: bool):
 
 
 def snapshot(a):
-    return None if a is None else (np.array(a, dtype=object, copy=True) if not hasattr(a, "__array__") else np.array(a, copy=True))
+    return (
+        None
+        if a is None
+        else (np.array(a, dtype=object, copy=True) if not hasattr(a, "__array__") else np.array(a, copy=True))
+    )
 
 
 def unchanged(before, after) -> bool:
@@ -157,8 +190,22 @@ def test_mlp_loss_and_grad(case, classification):
     if result is not None:
         loss_value, grads = result
         assert np.isfinite(float(loss_value)) and all_finite([g for layer in grads for g in layer])
-        assert kind not in ("zero_rows", "short_y", "X_1d", "X_3d", "nan_X", "inf_X", "neg_inf_X", "nan_y",
-                            "inf_y", "int_X", "bool_X", "complex_X", "object_X", "string_X")
+        assert kind not in (
+            "zero_rows",
+            "short_y",
+            "X_1d",
+            "X_3d",
+            "nan_X",
+            "inf_X",
+            "neg_inf_X",
+            "nan_y",
+            "inf_y",
+            "int_X",
+            "bool_X",
+            "complex_X",
+            "object_X",
+            "string_X",
+        )
         assert not (classification and kind == "unseen_label")  # label 7 of 3 classes; 7.0 is a fine regression target
 
 
@@ -207,7 +254,9 @@ def test_sklearn_estimators(case, classification):
 
 
 @settings(common, max_examples=30)
-@given(case=cases, fmt=st.sampled_from(["csv", "npz"]), garbage=st.sampled_from(["", "1,2,x\n", "1,2\n", ",,,\n", "nan\n"]))
+@given(
+    case=cases, fmt=st.sampled_from(["csv", "npz"]), garbage=st.sampled_from(["", "1,2,x\n", "1,2\n", ",,,\n", "nan\n"])
+)
 def test_train_command_on_generated_files(case, fmt, garbage, tmp_path_factory, capsys):
     kind, seed, n, d = case
     if kind in ("jax_X", "object_X"):
@@ -220,8 +269,14 @@ def test_train_command_on_generated_files(case, fmt, garbage, tmp_path_factory, 
         if fmt == "npz":
             np.savez(path, X=X_arr, y=y_arr)
         else:
-            rows = np.column_stack([X_arr.reshape(len(X_arr), -1), y_arr[: len(X_arr)]]) if X_arr.ndim >= 1 and len(X_arr) == len(y_arr) else X_arr
-            path.write_text("\n".join(",".join(str(v) for v in np.atleast_1d(row)) for row in np.atleast_2d(rows)) + "\n" + garbage)
+            rows = (
+                np.column_stack([X_arr.reshape(len(X_arr), -1), y_arr[: len(X_arr)]])
+                if X_arr.ndim >= 1 and len(X_arr) == len(y_arr)
+                else X_arr
+            )
+            path.write_text(
+                "\n".join(",".join(str(v) for v in np.atleast_1d(row)) for row in np.atleast_2d(rows)) + "\n" + garbage
+            )
     except (ValueError, TypeError):
         return  # this damage cannot be written as a file
     count_case("backprop train --data")

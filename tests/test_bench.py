@@ -56,9 +56,11 @@ def test_contender_takes_a_step(backend, network, contender):
             assert c.step() is None and c.params is None
             return
         before = c.params()
-        assert [p.shape for p in before] == [s for a, b in zip(bench.NETWORKS[network].layer_sizes[:-1],
-                                                                bench.NETWORKS[network].layer_sizes[1:])
-                                             for s in ((a, b), (b,))]
+        assert [p.shape for p in before] == [
+            s
+            for a, b in zip(bench.NETWORKS[network].layer_sizes[:-1], bench.NETWORKS[network].layer_sizes[1:])
+            for s in ((a, b), (b,))
+        ]
         losses = [bench.loss_of(c.step()) for _ in range(2)]
         after = c.params()
         assert all(math.isfinite(v) for v in losses)
@@ -114,8 +116,24 @@ def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
     if not backends:
         pytest.skip("none of the selected backends can run here")
     out = tmp_path / "bench"
-    code = main(["bench", "--quick", "--networks", "seed", "--batch-sizes", "2", "--backends", ",".join(backends),
-                 "--contenders", "backprop,matmul_floor", "--time-budget", "0.02", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--networks",
+            "seed",
+            "--batch-sizes",
+            "2",
+            "--backends",
+            ",".join(backends),
+            "--contenders",
+            "backprop,matmul_floor",
+            "--time-budget",
+            "0.02",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "backprop" in printed and "÷floor" in printed
@@ -135,8 +153,12 @@ def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
             assert key in row
         assert row["rounds"] >= 3 and row["median_s"] > 0
         other = "matmul_floor" if row["contender"] == "backprop" else "backprop"
-        assert row["ratios"][other] == pytest.approx(row["median_s"] / next(
-            r["median_s"] for r in report["results"] if r["backend"] == row["backend"] and r["contender"] == other))
+        assert row["ratios"][other] == pytest.approx(
+            row["median_s"]
+            / next(
+                r["median_s"] for r in report["results"] if r["backend"] == row["backend"] and r["contender"] == other
+            )
+        )
     assert (out / "bench.txt").read_text().strip()
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -178,16 +200,28 @@ def test_pytest_benchmark_suite_runs_one_round():
     if not _available_selected():
         pytest.skip("none of the selected backends can run here")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_bench_step.py"), "-q", "-p", "no:cacheprovider",
-           "--benchmark-disable", "-k", "seed-b2-"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "benchmarks" / "test_bench_step.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-disable",
+        "-k",
+        "seed-b2-",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     available = _available_selected()
     torch = bench.torch_unavailable() is None
     per_cell = {name: 3 + (name == "jax") for name in available}  # backprop, matmul_floor, torch (+ jax_grad)
     selected = sum(per_cell.values())
-    total = sum(n * len(bench.NETWORKS) * len(bench.default_batch_sizes(bench.load_backend(name)))
-                for name, n in per_cell.items()) + 4 * (len(bench.selected_backends()) - len(available))
+    total = sum(
+        n * len(bench.NETWORKS) * len(bench.default_batch_sizes(bench.load_backend(name)))
+        for name, n in per_cell.items()
+    ) + 4 * (len(bench.selected_backends()) - len(available))
     total += "jax" not in bench.selected_backends()  # jax_grad's one "not-applicable" test
     passed = sum(2 + (name == "jax") + torch for name in available)
     assert f"{passed} passed" in done.stdout and " failed" not in done.stdout, done.stdout[-3000:]
@@ -196,10 +230,24 @@ def test_pytest_benchmark_suite_runs_one_round():
 
 def test_epoch_and_sklearn_benchmarks_run_one_round():
     """benchmarks/test_bench_epoch.py (100-step epochs) and test_bench_sklearn.py run once (--benchmark-disable)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-           "BACKPROP_BENCH_EPOCH_STEPS": "100"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        "BACKPROP_BENCH_EPOCH_STEPS": "100",
+    }
     files = [str(ROOT / "benchmarks" / name) for name in ("test_bench_epoch.py", "test_bench_sklearn.py")]
-    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-k", "numpy or jax or scikit"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *files,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-disable",
+        "-k",
+        "numpy or jax or scikit",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     expected = 2 * len([b for b in ("numpy", "jax") if probe(b).available])  # whole-epochs, step-by-step
@@ -234,15 +282,37 @@ def test_the_backprop_contender_reports_its_peak_memory(tmp_path):
 
     contender = bench.build("backprop", "mnist", 64, get_backend("numpy"), "adam")
     memory = contender.info["memory"]
-    needed_bytes, sizes, params = bench.needed_bytes, bench.NETWORKS["mnist"].layer_sizes, 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    needed_bytes, sizes, params = (
+        bench.needed_bytes,
+        bench.NETWORKS["mnist"].layer_sizes,
+        784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10,
+    )
     assert needed_bytes(sizes, 64, 2 * 4 * params) == 4 * (4 * params + 64 * (784 + 2 * (512 + 256) + 2 * 10))
     assert memory["measured_with"] == "tracemalloc" and memory["needed_bytes"] > 4 * 4 * params
     assert memory["peak_bytes"] >= 4 * 4 * params and memory["ratio"] == memory["peak_bytes"] / memory["needed_bytes"]
     assert memory["ratio"] <= 1.3
     contender.release()
     out = tmp_path / "bench"
-    assert main(["bench", "--networks", "seed", "--batch-sizes", "4", "--backends", "numpy", "--contenders",
-                 "backprop,matmul_floor", "--time-budget", "0.02", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--networks",
+                "seed",
+                "--batch-sizes",
+                "4",
+                "--backends",
+                "numpy",
+                "--contenders",
+                "backprop,matmul_floor",
+                "--time-budget",
+                "0.02",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = (out / "bench.txt").read_text()
     assert "mem÷need" in table
     backprop_row = next(line for line in table.splitlines() if line.startswith("seed") and "backprop" in line)

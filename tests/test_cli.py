@@ -31,7 +31,10 @@ def test_train_default_reaches_095_on_digits(capsys):
 def test_train_as_module_with_progress_bar():
     result = subprocess.run(
         [sys.executable, "-m", "backprop", "train", "--epochs", "2"],
-        capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "BACKPROP_BACKEND": "numpy"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "BACKPROP_BACKEND": "numpy"},
     )
     assert result.returncode == 0, result.stderr
     assert "test accuracy:" in result.stdout
@@ -41,14 +44,29 @@ def test_train_as_module_with_progress_bar():
 def test_train_writes_checkpoint_metrics_and_plot(capsys, tmp_path):
     from backprop.training.trainer import Trainer
 
-    code, out, _ = run_cli(capsys, "train", "--no-progress", "--epochs", "3", "--hidden", "32,16",
-                           "--optimizer", "sgd", "--lr", "0.1", "--out", str(tmp_path))
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--no-progress",
+        "--epochs",
+        "3",
+        "--hidden",
+        "32,16",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"]["layer_sizes"] == [64, 32, 16, 10]
     assert metrics["optimizer"]["name"] == "sgd"
     assert len(metrics["history"]["loss"]) == 3
-    assert metrics["metrics"]["test_accuracy"] == pytest.approx(float(re.search(r"accuracy: ([0-9.]+)", out).group(1)), abs=1e-4)
+    assert metrics["metrics"]["test_accuracy"] == pytest.approx(
+        float(re.search(r"accuracy: ([0-9.]+)", out).group(1)), abs=1e-4
+    )
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trainer = Trainer.load(tmp_path / "checkpoint.safetensors")
     assert trainer.epoch == 3 and trainer.model.layer_sizes == (64, 32, 16, 10)
@@ -60,7 +78,9 @@ def test_train_on_csv_regression(capsys, tmp_path):
     y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=300)
     path = tmp_path / "data.csv"
     path.write_text("a,b,c,target\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in np.c_[X, y]))
-    code, out, _ = run_cli(capsys, "train", "--no-progress", "--data", str(path), "--epochs", "60", "--lr", "0.01", "--hidden", "16")
+    code, out, _ = run_cli(
+        capsys, "train", "--no-progress", "--data", str(path), "--epochs", "60", "--lr", "0.01", "--hidden", "16"
+    )
     assert code == 0
     assert float(re.search(r"test R\^2: ([-0-9.]+)", out).group(1)) > 0.95
 
@@ -70,8 +90,9 @@ def test_train_on_npz_classification(capsys, tmp_path):
     X = rng.normal(size=(200, 2))
     y = np.where(X[:, 0] + X[:, 1] > 0, "pos", "neg")
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    code, out, _ = run_cli(capsys, "train", "--no-progress", "--data", str(tmp_path / "d.npz"), "--epochs", "20",
-                           "--backend", "numpy")
+    code, out, _ = run_cli(
+        capsys, "train", "--no-progress", "--data", str(tmp_path / "d.npz"), "--epochs", "20", "--backend", "numpy"
+    )
     assert code == 0
     assert float(re.search(r"test accuracy: ([0-9.]+)", out).group(1)) >= 0.9
 
@@ -132,8 +153,9 @@ def test_check_exits_1_on_a_mismatch(capsys, monkeypatch):
     from backprop.core import activations
 
     broken = activations.ACTIVATIONS["tanh"]
-    monkeypatch.setitem(activations.ACTIVATIONS, "tanh",
-                        activations.Activation("tanh", broken.f, lambda xp, z, h: 1.0 - h, broken.init))
+    monkeypatch.setitem(
+        activations.ACTIVATIONS, "tanh", activations.Activation("tanh", broken.f, lambda xp, z, h: 1.0 - h, broken.init)
+    )
     code, out, _ = run_cli(capsys, "check", "--backend", "numpy", "--cases", "9")
     assert code == 1 and "MISMATCH" in out
 

@@ -44,8 +44,10 @@ def _free_port() -> int:
 
 def _run_all(commands: list[tuple[list[str], dict]]) -> list[str]:
     """Run the (command, environment) pairs at once; kill every one still running at the deadline."""
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd, env in commands]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd, env in commands
+    ]
     outputs = []
     try:
         for proc in procs:
@@ -157,8 +159,15 @@ def test_devices_need_the_jax_backend():
         Trainer(model, backend="numpy", devices="all")
 
 
-@pytest.mark.parametrize("devices, error", [("most", "devices must be None, 'all'"), (10**6, "JAX sees"),
-                                            ([], "devices must be None"), (["cpu:0"], "JAX devices")])
+@pytest.mark.parametrize(
+    "devices, error",
+    [
+        ("most", "devices must be None, 'all'"),
+        (10**6, "JAX sees"),
+        ([], "devices must be None"),
+        (["cpu:0"], "JAX devices"),
+    ],
+)
 def test_bad_devices(devices, error):
     with pytest.raises((ValueError, TypeError), match=error):
         Trainer(bp.MLP([3, 4, 2]), backend="jax", devices=devices)

@@ -27,8 +27,15 @@ def default_sigint() -> None:
 
 def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, preexec_fn=default_sigint,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def wait_for(path: str, timeout: float = 60.0) -> None:
@@ -65,7 +72,8 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint_intact(tmp_path):
         trainer2 = Trainer(bp.MLP([4, 32, 3], loss="softmax_cross_entropy"), seed=1)
         trainer2.save(path)
         """,
-        path, stalled,
+        path,
+        stalled,
     )
     try:
         wait_for(stalled)
@@ -109,7 +117,8 @@ def test_ctrl_c_during_fit_saves_and_resumes(tmp_path):
             print("interrupted", trainer.steps, len(trainer.history.get("loss", [])))
             sys.exit(130)
         """,
-        path, started,
+        path,
+        started,
     )
     try:
         wait_for(started)
@@ -130,9 +139,14 @@ def test_ctrl_c_during_fit_saves_and_resumes(tmp_path):
 def test_cli_train_ctrl_c_leaves_a_checkpoint(tmp_path):
     out_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC, "BACKPROP_BACKEND": "numpy"}
-    child = subprocess.Popen([sys.executable, "-m", "backprop", "train", "--epochs", "100000", "--out", str(out_dir),
-                              "--no-progress"], env=env, preexec_fn=default_sigint, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "backprop", "train", "--epochs", "100000", "--out", str(out_dir), "--no-progress"],
+        env=env,
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(str(out_dir / "checkpoint.safetensors"), timeout=120)
         child.send_signal(signal.SIGINT)
@@ -177,9 +191,11 @@ X, y = rng.normal(size=(2000, 2)), rng.normal(size=(2000, 1))
 model = bp.MLP([2, 3, 1], activation="sigmoid")
 probe = MemoryProbe()
 trainer = Trainer(model, optim.SGD(0.01, momentum=0.9), backend="numpy", seed=0)
-trainer.fit(X, y, epochs=int(sys.argv[1]), batch_size=2, callbacks=[probe] if sys.argv[1] == "100" else [], progress=False)
+callbacks = [probe] if sys.argv[1] == "100" else []
+trainer.fit(X, y, epochs=int(sys.argv[1]), batch_size=2, callbacks=callbacks, progress=False)
 params = [np.asarray(a).tolist() for layer in trainer.params for a in layer]
-result = {"steps": trainer.steps, "params": params, "finite": bool(all(np.isfinite(np.asarray(a)).all() for a in params))}
+finite = bool(all(np.isfinite(np.asarray(a)).all() for a in params))
+result = {"steps": trainer.steps, "params": params, "finite": finite}
 if sys.argv[1] == "100":
     result.update(heap_growth=probe.heap_growth, rss_growth=probe.rss_growth, snapshot=probe.snapshot)
 print(json.dumps(result))

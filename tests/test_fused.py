@@ -18,17 +18,18 @@ import pytest
 
 import backprop as bp
 from backprop import optim
+from backprop.backends import get_backend, probe
+from backprop.backends._base import to_host
 from backprop.core.activations import ACTIVATIONS
 from backprop.core.losses import LOSSES, get_loss
 from backprop.training import fused
-from backprop.backends import get_backend, probe
-from backprop.backends._base import to_host
 from backprop.training.fused import FusedStep, supports
 from backprop.training.trainer import Trainer, TrainingDivergedError, _pure_step, compiled_step
 
 WRITABLE = [name for name in ("numpy", "cupy") if probe(name).available]
 if not WRITABLE:  # pragma: no cover - numpy is a core dependency
     pytest.skip("no backend with writable arrays", allow_module_level=True)
+
 
 def _optimizer_classes() -> list[type]:
     """Every optimizer class of `backprop.optim`, found by walking Optimizer's subclasses."""
@@ -45,7 +46,10 @@ def _variants(cls) -> dict:
     """Configurations of ``cls`` that switch on each of its hyperparameters, a schedule and clipping."""
     hyper = set(cls.hyperparameters)
     name = cls.__name__.lower()
-    variants = {name: lambda: cls(0.01), f"{name}-clip-cosine": lambda: cls(optim.cosine_decay(0.05, 5), clip_norm=0.05)}
+    variants = {
+        name: lambda: cls(0.01),
+        f"{name}-clip-cosine": lambda: cls(optim.cosine_decay(0.05, 5), clip_norm=0.05),
+    }
     if "momentum" in hyper:
         variants[f"{name}-momentum-step-decay"] = lambda: cls(optim.step_decay(0.05, 2), momentum=0.5)
     if "nesterov" in hyper:
@@ -304,8 +308,9 @@ def test_an_optimizer_without_its_own_in_place_form_runs_its_own_step(backend_na
     if isinstance(optimizer, SignSGD):  # after one step from fresh weights: |Δw| = η wherever g ≠ 0
         fresh = Trainer(model, optimizer, backend=backend_name, seed=0)
         fresh.train_step(X, y)
-        moved = [np.abs(np.array(to_host(a), dtype=np.float64) - b) for a, b in
-                 zip(optim.tree_leaves(fresh.params), before)]
+        moved = [
+            np.abs(np.array(to_host(a), dtype=np.float64) - b) for a, b in zip(optim.tree_leaves(fresh.params), before)
+        ]
         assert all(np.allclose(m[m > 1e-6], 0.1, rtol=1e-5) for m in moved)
         assert max(float(m.max()) for m in moved) == pytest.approx(0.1, rel=1e-5)
 
@@ -343,7 +348,8 @@ def test_an_epoch_equals_its_steps_and_stops_on_request(backend64):
     assert float(got_state[0]) == len(batches)
     calls = []
     stopped = FusedStep(model, optimizer, backend64).epoch(
-        params, state, Xh, Yh, batches, should_stop=lambda: calls.append(1) or len(calls) == 2)
+        params, state, Xh, Yh, batches, should_stop=lambda: calls.append(1) or len(calls) == 2
+    )
     assert stopped[2].steps == 2 and float(stopped[1][0]) == 2
 
 
@@ -356,7 +362,8 @@ def test_an_epoch_stops_at_the_first_refused_step(backend64):
     kept = step.epoch(params, optimizer.init(params), X, Y, batches[:2])[:2]
     kept = (_leaves(kept[0]), _leaves(kept[1]))
     new_params, new_state, totals = FusedStep(model, optimizer, backend64).epoch(
-        params, optimizer.init(params), X, Y, batches)
+        params, optimizer.init(params), X, Y, batches
+    )
     assert totals.first_bad == 2 and totals.steps == 2 and not np.isfinite(totals.bad_loss)
     for want, have in zip(kept[0] + kept[1], _leaves(new_params) + _leaves(new_state), strict=True):
         np.testing.assert_array_equal(have, want)
@@ -368,7 +375,8 @@ def test_an_epoch_whose_only_fault_is_an_overflowing_update_is_refused(backend64
     model, optimizer, params, X, Y = _setup(backend64, optim.SGD(1e300), activation="identity")
     X, Y = np.array(to_host(X)) * 1e50, np.array(to_host(Y))
     new_params, _, totals = FusedStep(model, optimizer, backend64).epoch(
-        params, optimizer.init(params), X, Y, [np.arange(len(X))])
+        params, optimizer.init(params), X, Y, [np.arange(len(X))]
+    )
     assert totals.first_bad == 0 and totals.steps == 0 and np.isfinite(totals.bad_loss)
     for want, have in zip(_leaves(params), _leaves(new_params), strict=True):
         np.testing.assert_array_equal(have, want)

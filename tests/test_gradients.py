@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backprop import MLP, check_gradients, get_backend
-from backprop.core.activations import ACTIVATIONS
 from backprop.backends import BACKENDS, probe
-from backprop.gradcheck import reference_loss, relative_error
+from backprop.core.activations import ACTIVATIONS
 from backprop.core.losses import LOSSES, REDUCTIONS
+from backprop.gradcheck import reference_loss, relative_error
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 KINKED = ("relu", "leaky_relu")  # f' jumps at 0
@@ -87,8 +87,14 @@ class Case:
     seed: int
 
     def model(self) -> MLP:
-        return MLP(self.sizes, activation=self.activation, output_activation=self.output_activation,
-                   loss=self.loss, alpha=self.alpha, reduction=self.reduction)
+        return MLP(
+            self.sizes,
+            activation=self.activation,
+            output_activation=self.output_activation,
+            loss=self.loss,
+            alpha=self.alpha,
+            reduction=self.reduction,
+        )
 
     def data(self):
         rng = np.random.default_rng(self.seed)
@@ -172,7 +178,7 @@ def _jit_options() -> dict:
     return {"compiler_options": FAST_COMPILE} if "compiler_options" in inspect.signature(jax.jit).parameters else {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(key: tuple):
     import jax
 
@@ -331,13 +337,19 @@ def test_gradients_match_finite_differences(name, activation, output_activation,
     if not found.available:
         pytest.skip(found.reason)
     b = get_backend(name, dtype="float64")
-    model = MLP([2, 3, 2, 2], activation=activation, output_activation=output_activation, loss=loss,
-                alpha=0.3, reduction="mean")
+    model = MLP(
+        [2, 3, 2, 2], activation=activation, output_activation=output_activation, loss=loss, alpha=0.3, reduction="mean"
+    )
     rng = np.random.default_rng(7)
     host_params = random_params(rng, model.layer_sizes, 1.5)
     X = rng.normal(size=(4, 2))
-    y = make_targets(rng, loss, 4, 2, {"squared_error": "normal", "binary_cross_entropy": "uniform",
-                                       "softmax_cross_entropy": "labels"}[loss])
+    y = make_targets(
+        rng,
+        loss,
+        4,
+        2,
+        {"squared_error": "normal", "binary_cross_entropy": "uniform", "softmax_cross_entropy": "labels"}[loss],
+    )
     params = to_backend(b, host_params)
     xp, Xb, Yb = model.prepare(params, X, y)
     _, grads = model.loss_and_grad(params, X, y)
@@ -534,7 +546,7 @@ def jax_activations():
 EXTREMES = np.array([-1e4, -80.0, -1.0, -1e-3, 1e-3, 1.0, 80.0, 1e4])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def activation_reference(activation: str, dtype: str):
     """(f(z), f′(z)) at EXTREMES (rounded to ``dtype``) by jax.nn and jax.grad, in float64."""
     import jax

@@ -55,8 +55,12 @@ def _imports_of(source: str, package: str):
             if target == "backprop" and names == ["__version__"]:
                 continue  # a constant of the root, not its facade
             # `from . import x` may name a submodule: judge the submodule's layer
-            submodules = [f"{target}.{n}" for n in names if (ROOT.parent / f"{target}.{n}".replace(".", "/")).exists()
-                          or (ROOT.parent / (f"{target}.{n}".replace(".", "/") + ".py")).exists()]
+            submodules = [
+                f"{target}.{n}"
+                for n in names
+                if (ROOT.parent / f"{target}.{n}".replace(".", "/")).exists()
+                or (ROOT.parent / (f"{target}.{n}".replace(".", "/") + ".py")).exists()
+            ]
             yield from ((node.lineno, m) for m in (submodules or [target]))
 
 
@@ -71,8 +75,9 @@ def test_every_module_has_a_layer():
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_upward_import(path):
     own = _layer(_module_name(path))
-    upward = [f"line {line}: {target} (layer {_layer(target)})" for line, target in _imports(path)
-              if _layer(target) > own]
+    upward = [
+        f"line {line}: {target} (layer {_layer(target)})" for line, target in _imports(path) if _layer(target) > own
+    ]
     assert not upward, f"{_module_name(path)} (layer {own}) imports from above: {upward}"
 
 

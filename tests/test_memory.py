@@ -19,8 +19,8 @@ import pytest
 import backprop as bp
 from backprop import optim
 from backprop.bench import needed_bytes
-from backprop.training.fused import FusedStep
 from backprop.optim import tree_leaves
+from backprop.training.fused import FusedStep
 from backprop.training.trainer import Trainer, compiled_step
 
 STEPS = 10_000
@@ -135,11 +135,15 @@ def _transient_bytes(model, optimizer, n: int) -> int:
     return peak - held
 
 
-@pytest.mark.parametrize("activation, loss, optimizer", [
-    ("relu", "softmax_cross_entropy", optim.Adam(1e-3)),  # with the accuracy count
-    ("sigmoid", "softmax_cross_entropy", optim.SGD(0.1)),
-    ("tanh", "squared_error", optim.SGD(0.1, momentum=0.9, nesterov=True)),
-], ids=["relu-softmax-adam", "sigmoid-softmax-sgd", "tanh-squared-nesterov"])
+@pytest.mark.parametrize(
+    "activation, loss, optimizer",
+    [
+        ("relu", "softmax_cross_entropy", optim.Adam(1e-3)),  # with the accuracy count
+        ("sigmoid", "softmax_cross_entropy", optim.SGD(0.1)),
+        ("tanh", "squared_error", optim.SGD(0.1, momentum=0.9, nesterov=True)),
+    ],
+    ids=["relu-softmax-adam", "sigmoid-softmax-sgd", "tanh-squared-nesterov"],
+)
 def test_a_step_allocates_nothing_that_grows_with_the_batch(activation, loss, optimizer):
     """Every array a step needs is planned per batch size: its transient allocations (NumPy's
     constant-size ufunc buffers) are the same at batch 256 and 8192, where one per-row vector

@@ -7,11 +7,9 @@ import math
 
 import numpy as np
 import pytest
-
-from backprop import optim
 from array_api_compat import array_namespace, device
 
-from backprop import MLP
+from backprop import MLP, optim
 from backprop.optim import (
     SGD,
     Adam,

@@ -110,8 +110,16 @@ def test_classifier_follows_sklearn_step_for_step(config, blobs):
 def test_adaptive_rate_and_stopping_follow_sklearn(blobs):
     """tol=1 never counts as progress: the rate is divided by 5 until it is below 1e-6, then it stops."""
     X, y = blobs
-    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate="adaptive", tol=1.0, n_iter_no_change=1,
-                  learning_rate_init=0.1, max_iter=200, random_state=0)
+    kwargs = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        learning_rate="adaptive",
+        tol=1.0,
+        n_iter_no_change=1,
+        learning_rate_init=0.1,
+        max_iter=200,
+        random_state=0,
+    )
     ours = MLPClassifier(backend="numpy", **kwargs).fit(X, y)
     ref = skl.MLPClassifier(**kwargs).fit(X, y)
     assert ours.n_iter_ == ref.n_iter_ < 200
@@ -141,7 +149,9 @@ def test_lbfgs_follows_sklearn(estimator, blobs, small_regression):
     # gradient does not, so its runs differ from ours (which minimise what the gradient is of)
     X, y = blobs if estimator == "classifier" else (small_regression[0], small_regression[1][:, 0])
     kwargs = dict(solver="lbfgs", hidden_layer_sizes=(10,), max_iter=30, random_state=0, alpha=1e-3)
-    ours_cls, ref_cls = (MLPClassifier, skl.MLPClassifier) if estimator == "classifier" else (MLPRegressor, skl.MLPRegressor)
+    ours_cls, ref_cls = (
+        (MLPClassifier, skl.MLPClassifier) if estimator == "classifier" else (MLPRegressor, skl.MLPRegressor)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours = ours_cls(backend="numpy", **kwargs).fit(X, y)
@@ -187,7 +197,9 @@ def test_classifier_fitted_attributes(blobs):
     assert clf.n_features_in_ == 5 and clf.n_layers_ == 4 and clf.n_outputs_ == 3 and clf.out_activation_ == "softmax"
     assert [W.shape for W in clf.coefs_] == [(5, 7), (7, 5), (5, 3)]
     assert [b.shape for b in clf.intercepts_] == [(7,), (5,), (3,)]
-    assert all(type(a) is np.ndarray and a.dtype == NUMPY_DTYPE and a.flags.writeable for a in clf.coefs_ + clf.intercepts_)
+    assert all(
+        type(a) is np.ndarray and a.dtype == NUMPY_DTYPE and a.flags.writeable for a in clf.coefs_ + clf.intercepts_
+    )
     assert clf.n_iter_ == 20 and clf.t_ == 20 * len(X) and len(clf.loss_curve_) == 20
     assert isinstance(clf.loss_, float) and clf.loss_ == clf.loss_curve_[-1] and clf.best_loss_ == min(clf.loss_curve_)
     assert clf.validation_scores_ is None and clf.best_validation_score_ is None
@@ -221,7 +233,9 @@ def test_multilabel_classification():
 
 def test_multioutput_regression_attributes(small_regression):
     X, Y = small_regression
-    reg = MLPRegressor(hidden_layer_sizes=(10,), max_iter=300, learning_rate_init=0.01, random_state=0, backend="numpy").fit(X, Y)
+    reg = MLPRegressor(
+        hidden_layer_sizes=(10,), max_iter=300, learning_rate_init=0.01, random_state=0, backend="numpy"
+    ).fit(X, Y)
     assert reg.out_activation_ == "identity" and reg.n_outputs_ == 2
     assert reg.predict(X).shape == (len(X), 2) and reg.predict(X).dtype == np.float64
     assert reg.score(X, Y) > 0.8
@@ -233,8 +247,15 @@ def test_multioutput_regression_attributes(small_regression):
 
 def test_early_stopping_restores_the_best_weights(blobs):
     X, y = blobs
-    clf = MLPClassifier((8,), early_stopping=True, validation_fraction=0.25, n_iter_no_change=3, max_iter=200,
-                        random_state=0, backend="numpy").fit(X, y)
+    clf = MLPClassifier(
+        (8,),
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=3,
+        max_iter=200,
+        random_state=0,
+        backend="numpy",
+    ).fit(X, y)
     assert clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_ == len(clf.loss_curve_)
     assert clf.best_validation_score_ == max(clf.validation_scores_)
     assert clf.n_iter_ < 200 and clf.t_ == clf.n_iter_ * 90
@@ -271,8 +292,14 @@ def test_partial_fit_is_one_epoch_and_continues(blobs):
 def test_partial_fit_keeps_the_sgd_state_across_calls_and_pickling(small_regression):
     """The optimizer state (momentum, the invscaling rate) survives partial_fit calls and a pickle."""
     X, Y = small_regression
-    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate="invscaling", learning_rate_init=0.05,
-                  random_state=0, backend="numpy")
+    kwargs = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        learning_rate="invscaling",
+        learning_rate_init=0.05,
+        random_state=0,
+        backend="numpy",
+    )
     a, b = MLPRegressor(**kwargs), MLPRegressor(**kwargs)
     for est in (a, b):
         for _ in range(3):
@@ -373,7 +400,11 @@ def test_warm_start_continues(blobs):
         warm = MLPClassifier(warm_start=True, **kwargs).fit(X, y)
         warm.fit(X, y)
         assert len(warm.loss_curve_) == 10 and warm.loss_curve_[5] < first and warm.t_ == 10 * len(X)
-        ref = skl.MLPClassifier(warm_start=True, **{k: v for k, v in kwargs.items() if k != "backend"}).fit(X, y).fit(X, y)
+        ref = (
+            skl.MLPClassifier(warm_start=True, **{k: v for k, v in kwargs.items() if k != "backend"})
+            .fit(X, y)
+            .fit(X, y)
+        )
         np.testing.assert_allclose(warm.loss_curve_, ref.loss_curve_, rtol=2e-3)
         with pytest.raises(ValueError, match="warm_start can only be used"):
             warm.fit(X[y < 2], y[y < 2])
@@ -390,7 +421,9 @@ def test_pipeline_gridsearch_cross_val_score_clone(blobs):
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(pipe, X, y, cv=3)
         assert scores.shape == (3,) and scores.mean() > 0.8
-        grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-1], "mlpclassifier__solver": ["adam", "lbfgs"]}, cv=2)
+        grid = GridSearchCV(
+            pipe, {"mlpclassifier__alpha": [1e-4, 1e-1], "mlpclassifier__solver": ["adam", "lbfgs"]}, cv=2
+        )
         grid.fit(X, y)
     assert set(grid.best_params_) == {"mlpclassifier__alpha", "mlpclassifier__solver"} and grid.best_score_ > 0.8
     est = MLPRegressor(hidden_layer_sizes=(3, 2), alpha=0.5, backend="numpy", random_state=4)
@@ -424,7 +457,9 @@ def test_plain_trainers_never_get_the_estimators_steps(small_regression):
     MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", alpha=0.1, max_iter=1, backend="numpy").partial_fit(X, Y)
     model = MLP([6, 4, 2], "relu", loss="squared_error", alpha=0.1, init="sklearn")
     trainer = Trainer(model, SGD(1.0, momentum=0.9, nesterov=True), backend="numpy")
-    expected = float(model.loss(trainer.params, X.astype(trainer.backend.dtype_name), Y.astype(trainer.backend.dtype_name)))
+    expected = float(
+        model.loss(trainer.params, X.astype(trainer.backend.dtype_name), Y.astype(trainer.backend.dtype_name))
+    )
     assert trainer.train_step(X, Y) == pytest.approx(expected, rel=1e-5)
     assert len(trainer.opt_state) == 2
 
@@ -437,7 +472,9 @@ def test_every_backend_fits_and_predicts(backend_name, blobs, small_regression):
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours = MLPClassifier(backend=backend_name, **kwargs).fit(X, y)
         ref = MLPClassifier(backend="numpy", **kwargs).fit(X, y)
-        sgd = MLPClassifier(backend=backend_name, solver="sgd", learning_rate="invscaling", learning_rate_init=0.3, **kwargs)
+        sgd = MLPClassifier(
+            backend=backend_name, solver="sgd", learning_rate="invscaling", learning_rate_init=0.3, **kwargs
+        )
         sgd.partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
         Xr, Yr = small_regression
         reg = MLPRegressor(backend=backend_name, solver="lbfgs", **kwargs).fit(Xr, Yr)
@@ -512,8 +549,9 @@ def test_bad_input(blobs):
     with pytest.raises(ValueError, match="y >= 0"):
         MLPRegressor(loss="poisson", max_iter=2).fit(X, X[:, 0])
     with pytest.raises(ValueError, match="non-finite parameter weights"):
-        MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=10.0, max_iter=50,
-                     backend="numpy").fit(X, 1e10 * X[:, 0])
+        MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=10.0, max_iter=50, backend="numpy").fit(
+            X, 1e10 * X[:, 0]
+        )
 
 
 def test_verbose_output(blobs):
@@ -540,13 +578,22 @@ def test_sparse_and_device_arrays_are_accepted(blobs):
         np.testing.assert_allclose(on_device.predict_proba(strict.asarray(X)), dense.predict_proba(X), rtol=1e-6)
 
 
-@pytest.mark.parametrize("labels", [np.array([3, 1, 2, 1, 3, 2]), np.array(["b", "a", "c", "a", "b", "c"], dtype=object),
-                                    np.array([0, 1, 1, 0, 1, 0]), np.array(["no", "yes", "yes", "no", "no", "yes"])],
-                         ids=["ints", "strings", "two-ints", "two-strings"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([3, 1, 2, 1, 3, 2]),
+        np.array(["b", "a", "c", "a", "b", "c"], dtype=object),
+        np.array([0, 1, 1, 0, 1, 0]),
+        np.array(["no", "yes", "yes", "no", "no", "yes"]),
+    ],
+    ids=["ints", "strings", "two-ints", "two-strings"],
+)
 def test_label_encoding_equals_label_binarizer(labels):
     """The direct one-hot encoding gives exactly LabelBinarizer's columns, in every call of partial_fit."""
     X = np.random.default_rng(0).normal(size=(6, 3))
-    est = MLPClassifier(backend="numpy", hidden_layer_sizes=(4,), max_iter=1).partial_fit(X, labels, classes=np.unique(labels))
+    est = MLPClassifier(backend="numpy", hidden_layer_sizes=(4,), max_iter=1).partial_fit(
+        X, labels, classes=np.unique(labels)
+    )
     for y in (labels, labels[:3], np.repeat(labels[:1], 4)):
         got = est._binarize(y)
         assert got.dtype == bool
@@ -575,8 +622,14 @@ def test_a_diverging_fit_names_the_problem_and_keeps_finite_weights(backend_name
     """On every backend (the fused epoch, or one compiled step per batch) a non-finite step is
     refused, fit raises scikit-learn's message, and coefs_ hold the last finite step's weights."""
     X, _ = blobs
-    reg = MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=10.0, max_iter=50,
-                       random_state=0, backend=backend_name)
+    reg = MLPRegressor(
+        hidden_layer_sizes=(4,),
+        solver="sgd",
+        learning_rate_init=10.0,
+        max_iter=50,
+        random_state=0,
+        backend=backend_name,
+    )
     with pytest.raises(ValueError, match="non-finite parameter weights.*last finite step"):
         reg.fit(X, 1e10 * X[:, 0])
     assert reg.n_iter_ < 50 and all(np.isfinite(w).all() for w in reg.coefs_ + reg.intercepts_)

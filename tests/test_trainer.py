@@ -327,7 +327,10 @@ def test_a_compiled_epoch_refuses_the_first_bad_step_as_step_by_step_does():
     X, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
     y_bad = y.copy()
     y_bad[23] = 1e30  # its squared error overflows float32
-    cases = [(X, y_bad, lambda: optim.Adam(0.01), "tanh", 4, 5), (X[:4], y[:4] * 1e3, lambda: optim.SGD(1e37), "identity", 4, 0)]
+    cases = [
+        (X, y_bad, lambda: optim.Adam(0.01), "tanh", 4, 5),
+        (X[:4], y[:4] * 1e3, lambda: optim.SGD(1e37), "identity", 4, 0),
+    ]
     for Xc, yc, make_opt, activation, batch, bad in cases:
         trained = {}
         for compile_epochs in (True, False):
@@ -340,7 +343,9 @@ def test_a_compiled_epoch_refuses_the_first_bad_step_as_step_by_step_does():
         for a, b in zip(host(trained[True].params), host(trained[False].params), strict=True):
             assert np.isfinite(a).all()
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-        for a, b in zip(optim.tree_leaves(trained[True].opt_state), optim.tree_leaves(trained[False].opt_state), strict=True):
+        for a, b in zip(
+            optim.tree_leaves(trained[True].opt_state), optim.tree_leaves(trained[False].opt_state), strict=True
+        ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 

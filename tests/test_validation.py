@@ -69,8 +69,15 @@ def test_accepted_target_encodings(backend):
     p = soft.init(0, backend)
     base = soft.loss(p, X, LABELS)
     one_hot = np.eye(3)[LABELS]
-    for y in (LABELS.astype(np.uint8), LABELS.astype(np.int32), LABELS.tolist(), one_hot, one_hot.astype(int),
-              one_hot.astype(bool), backend.asarray(LABELS)):
+    for y in (
+        LABELS.astype(np.uint8),
+        LABELS.astype(np.int32),
+        LABELS.tolist(),
+        one_hot,
+        one_hot.astype(int),
+        one_hot.astype(bool),
+        backend.asarray(LABELS),
+    ):
         np.testing.assert_allclose(backend.to_numpy(soft.loss(p, X, y)), backend.to_numpy(base), rtol=1e-6)
     soft.loss(p, X, np.full((N, 3), 1 / 3))  # probability rows
     p = bce.init(0, backend)
@@ -248,9 +255,13 @@ def test_convert_hint_in_dtype_error(setup):
 def test_squared_error_y_dtype(backend, kind):
     model = models()["squared_error"]
     params = model.init(0, backend)
-    y = {"int": np.ones((N, 2), dtype=int), "bool": np.ones((N, 2), dtype=bool),
-         "object": np.ones((N, 2)).astype(object), "string": np.ones((N, 2)).astype(str),
-         "complex": np.ones((N, 2), dtype=complex)}[kind]
+    y = {
+        "int": np.ones((N, 2), dtype=int),
+        "bool": np.ones((N, 2), dtype=bool),
+        "object": np.ones((N, 2)).astype(object),
+        "string": np.ones((N, 2)).astype(str),
+        "complex": np.ones((N, 2), dtype=complex),
+    }[kind]
     message = "y must be real-valued" if kind == "complex" else "y must be a floating-point array, got dtype"
     with raises(TypeError, message):
         model.loss_and_grad(params, np.ones((N, D)), y)
@@ -260,8 +271,11 @@ def test_squared_error_y_dtype(backend, kind):
 def test_binary_cross_entropy_y_dtype(backend, kind):
     model = models()["binary_cross_entropy"]
     params = model.init(0, backend)
-    y = {"object": np.ones((N, 2)).astype(object), "string": np.ones((N, 2)).astype(str),
-         "complex": np.ones((N, 2), dtype=complex)}[kind]
+    y = {
+        "object": np.ones((N, 2)).astype(object),
+        "string": np.ones((N, 2)).astype(str),
+        "complex": np.ones((N, 2), dtype=complex),
+    }[kind]
     message = "y must be real-valued" if kind == "complex" else "y must be numeric for binary_cross_entropy, got dtype"
     with raises(TypeError, message):
         model.loss_and_grad(params, np.ones((N, D)), y)
@@ -271,8 +285,13 @@ def test_binary_cross_entropy_y_dtype(backend, kind):
 def test_softmax_labels_must_be_integers(backend, kind):
     model = models()["softmax_cross_entropy"]
     params = model.init(0, backend)
-    y = {"float": LABELS.astype(float), "native float": backend.asarray(LABELS.astype(float)),
-         "bool": LABELS.astype(bool), "string": LABELS.astype(str), "object": LABELS.astype(object)}[kind]
+    y = {
+        "float": LABELS.astype(float),
+        "native float": backend.asarray(LABELS.astype(float)),
+        "bool": LABELS.astype(bool),
+        "string": LABELS.astype(str),
+        "object": LABELS.astype(object),
+    }[kind]
     with raises(TypeError, "y must hold integer class labels for softmax_cross_entropy, got dtype"):
         model.loss_and_grad(params, np.ones((N, D)), y)
 
@@ -284,8 +303,21 @@ LAYER_SIZES_MESSAGE = "layer_sizes must be at least two positive integers (n_fea
 
 @pytest.mark.parametrize(
     "sizes",
-    [[3], [], [3, 0, 1], [3, -2, 1], [0, 1], [3, 2.5, 1], [3, 2.0, 1], [3, True, 1], [3, "4", 1], "34", None, 3,
-     [3, None]],
+    [
+        [3],
+        [],
+        [3, 0, 1],
+        [3, -2, 1],
+        [0, 1],
+        [3, 2.5, 1],
+        [3, 2.0, 1],
+        [3, True, 1],
+        [3, "4", 1],
+        "34",
+        None,
+        3,
+        [3, None],
+    ],
     ids=repr,
 )
 def test_bad_layer_sizes(sizes):
@@ -306,7 +338,10 @@ def test_numpy_integer_layer_sizes_are_plain_ints():
         (dict(activation=None), "unknown activation None; valid activations"),
         (dict(output_activation="foo"), "unknown activation 'foo'; valid activations"),
         (dict(output_activation="softmax"), "unknown activation 'softmax'"),
-        (dict(loss="hinge"), "unknown loss 'hinge'; valid losses: squared_error, binary_cross_entropy, softmax_cross_entropy"),
+        (
+            dict(loss="hinge"),
+            "unknown loss 'hinge'; valid losses: squared_error, binary_cross_entropy, softmax_cross_entropy",
+        ),
         (dict(reduction="max"), "unknown reduction 'max'; valid reductions: mean, sum"),
         (dict(reduction=None), "unknown reduction None; valid reductions: mean, sum"),
         (dict(init="xavier"), "unknown init 'xavier'; valid inits: auto, glorot_uniform, he_normal, sklearn"),
@@ -315,10 +350,16 @@ def test_numpy_integer_layer_sizes_are_plain_ints():
         (dict(alpha=float("inf")), "alpha must be a finite number >= 0, got inf"),
         (dict(alpha="0.1"), "alpha must be a finite number >= 0, got '0.1'"),
         (dict(alpha=None), "alpha must be a finite number >= 0, got None"),
-        (dict(loss="binary_cross_entropy", output_activation="relu"),
-         "loss 'binary_cross_entropy' works on logits with a sigmoid output; output_activation must be None or 'sigmoid'"),
-        (dict(loss="softmax_cross_entropy", output_activation="sigmoid"),
-         "loss 'softmax_cross_entropy' works on logits with a softmax output; output_activation must be None or 'softmax'"),
+        (
+            dict(loss="binary_cross_entropy", output_activation="relu"),
+            "loss 'binary_cross_entropy' works on logits with a sigmoid output; "
+            "output_activation must be None or 'sigmoid'",
+        ),
+        (
+            dict(loss="softmax_cross_entropy", output_activation="sigmoid"),
+            "loss 'softmax_cross_entropy' works on logits with a softmax output; "
+            "output_activation must be None or 'softmax'",
+        ),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else "",
 )
@@ -335,7 +376,10 @@ def test_softmax_needs_two_outputs():
 def test_constructor_accepts_aliases_and_links():
     assert MLP([3, 2], activation="Swish").activation.name == "silu"
     assert MLP([3, 2], activation="logistic").activation.name == "sigmoid"
-    assert MLP([3, 2], loss="SOFTMAX_CROSS_ENTROPY", output_activation="softmax").loss_layer.name == "softmax_cross_entropy"
+    assert (
+        MLP([3, 2], loss="SOFTMAX_CROSS_ENTROPY", output_activation="softmax").loss_layer.name
+        == "softmax_cross_entropy"
+    )
     assert MLP([3, 2], loss="binary_cross_entropy", output_activation="logistic").config["output_activation"] is None
     assert MLP([3, 2], alpha=np.float32(0.5)).alpha == 0.5
     assert MLP([3, 2], alpha=0).alpha == 0.0

@@ -89,8 +89,10 @@ class GradCheckReport:
     def __str__(self) -> str:
         lines = [f"{'tensor':<8}{'max abs err':>14}{'max rel err':>14}"]
         lines += [f"{name:<8}{a:>14.3e}{r:>14.3e}" for name, a, r in self.rows]
-        lines.append(f"loss {self.loss:.10g} (reference {self.reference_loss:.10g}); rtol {self.rtol:g}: "
-                     f"{'ok' if self.passed else 'MISMATCH'}")
+        lines.append(
+            f"loss {self.loss:.10g} (reference {self.reference_loss:.10g}); rtol {self.rtol:g}: "
+            f"{'ok' if self.passed else 'MISMATCH'}"
+        )
         return "\n".join(lines)
 
 

@@ -86,7 +86,7 @@ def get_backend(name: str | None = None, device: str | None = None, dtype: str |
     return _load(name, device, dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str, device: str | None, dtype: str) -> Backend:
     module = _module(name)
     reason = module.probe()

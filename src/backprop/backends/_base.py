@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from array_api_compat import device as device_of
@@ -49,7 +50,7 @@ class Generator:
     NumPy, CuPy, JAX and array_api_strict.
     """
 
-    def __init__(self, backend: "Backend", seed: int | None):
+    def __init__(self, backend: Backend, seed: int | None):
         self.backend = backend
         self.numpy = np.random.Generator(np.random.PCG64(seed))
 

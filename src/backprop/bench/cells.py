@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..backends import Backend
 from .contenders import build
@@ -61,8 +61,14 @@ def add_ratios(rows: list[dict]) -> None:
             row["ratios"] = {o["contender"]: row["median_s"] / o["median_s"] for o in group if o is not row}
 
 
-def run_cell(cell: Cell, backend: Backend, contenders: Sequence[str], optimizer: str = "sgd",
-             budget_s: float = 2.0, min_rounds: int = 3) -> tuple[list[dict], list[dict]]:
+def run_cell(
+    cell: Cell,
+    backend: Backend,
+    contenders: Sequence[str],
+    optimizer: str = "sgd",
+    budget_s: float = 2.0,
+    min_rounds: int = 3,
+) -> tuple[list[dict], list[dict]]:
     """Build, measure and release the contenders of one cell; (rows, skipped).
 
     A contender that cannot be built or fails its first step (out of device memory, say) is

@@ -10,7 +10,8 @@ import contextlib
 import dataclasses
 import importlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,9 @@ def _check_contender(name: str) -> None:
         raise ValueError(f"unknown contender {name!r}; valid contenders: {', '.join(CONTENDERS)}")
 
 
-def build(contender: str, network: str | Network, batch: int, backend: Backend | str,
-          optimizer: str = "sgd", seed: int = 0) -> Contender:
+def build(
+    contender: str, network: str | Network, batch: int, backend: Backend | str, optimizer: str = "sgd", seed: int = 0
+) -> Contender:
     """Contender ``contender`` for one cell (network, batch, backend), ready to `warmup` and time."""
     network = get_network(network)
     if not (isinstance(batch, int) and batch >= 1):
@@ -143,8 +145,17 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
         info = {} if memory.kind is None else {"memory": _step_memory(memory, step, box, network, X, Y)}
     finally:
         memory.stop()
-    return Contender("backprop", network, batch, backend, step, lambda: _params_on_host(backend, box["params"]),
-                     step_flops(network.layer_sizes, batch), info=info, close=box.clear)
+    return Contender(
+        "backprop",
+        network,
+        batch,
+        backend,
+        step,
+        lambda: _params_on_host(backend, box["params"]),
+        step_flops(network.layer_sizes, batch),
+        info=info,
+        close=box.clear,
+    )
 
 
 def _step_memory(memory: StepMemory, step: Callable, box: dict, network: Network, X, Y) -> dict:
@@ -161,8 +172,9 @@ def _step_memory(memory: StepMemory, step: Callable, box: dict, network: Network
 # -- matmul_floor ----------------------------------------------------------------------------
 
 
-def build_matmul_floor(network: Network, batch: int, backend: Backend, optimizer: str = "sgd",
-                       seed: int = 0) -> Contender:
+def build_matmul_floor(
+    network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0
+) -> Contender:
     """Only the matrix products of one step, into preallocated outputs where the backend allows."""
     pairs = list(zip(network.layer_sizes[:-1], network.layer_sizes[1:]))
     pool = np.random.default_rng(seed).standard_normal(1 << 16, dtype=np.float32) * np.float32(0.1)
@@ -258,8 +270,17 @@ def build_jax_grad(network: Network, batch: int, backend: Backend, optimizer: st
 
     box = {"params": params, "state": opt.init(params)}
     step = feedback_step(jax.jit(step_fn, donate_argnums=(0, 1)), box, X, Y, backend)  # returns the loss
-    return Contender("jax_grad", network, batch, backend, step, lambda: _params_on_host(backend, box["params"]),
-                     step_flops(network.layer_sizes, batch), {"jax": jax.__version__}, close=box.clear)
+    return Contender(
+        "jax_grad",
+        network,
+        batch,
+        backend,
+        step,
+        lambda: _params_on_host(backend, box["params"]),
+        step_flops(network.layer_sizes, batch),
+        {"jax": jax.__version__},
+        close=box.clear,
+    )
 
 
 # -- torch -----------------------------------------------------------------------------------
@@ -287,11 +308,20 @@ def build_torch(network: Network, batch: int, backend: Backend, optimizer: str =
         return loss.detach()
 
     def params():
-        return [a for linear in net if isinstance(linear, torch.nn.Linear)
-                for a in (linear.weight.detach().cpu().numpy().T.copy(), linear.bias.detach().cpu().numpy().copy())]
+        return [
+            a
+            for linear in net
+            if isinstance(linear, torch.nn.Linear)
+            for a in (linear.weight.detach().cpu().numpy().T.copy(), linear.bias.detach().cpu().numpy().copy())
+        ]
 
-    info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "device": str(device),
-            "threads": torch.get_num_threads(), "matmul_precision": precision}
+    info = {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "matmul_precision": precision,
+    }
     return Contender("torch", network, batch, backend, step, params, step_flops(network.layer_sizes, batch), info)
 
 
@@ -319,8 +349,9 @@ def _torch_matmul_precision(torch, tf32: bool) -> str:
 def _torch_network(torch, network: Network, host_params: list, device):
     """``network`` as a float32 ``torch.nn.Sequential`` on ``device`` with the weights ``host_params``
     (W then b, layer by layer; torch keeps W transposed).  The output activation is in the loss."""
-    hidden = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh,
-              "identity": torch.nn.Identity}[network.activation]
+    hidden = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "identity": torch.nn.Identity}[
+        network.activation
+    ]
     n_layers, layers = len(network.layer_sizes) - 1, []
     for layer, (W, b) in enumerate(zip(host_params[0::2], host_params[1::2])):
         linear = torch.nn.Linear(*W.shape)

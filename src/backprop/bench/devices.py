@@ -36,22 +36,36 @@ def build_device_contender(network, batch: int, devices: int, optimizer: str = "
     """A `backprop.bench.Contender` running the data-parallel step of ``network`` on the first
     ``devices`` JAX devices, the global batch of ``batch`` rows placed on the mesh once."""
     network = get_network(network)
-    trainer = Trainer(network.model(), make_optimizer(optimizer), backend=load_backend("jax"),
-                      seed=seed, devices=devices)
+    trainer = Trainer(
+        network.model(), make_optimizer(optimizer), backend=load_backend("jax"), seed=seed, devices=devices
+    )
     parallel = trainer.parallel
     _, X, Y = trainer.model.prepare(trainer._local_params(), *make_data(network, batch, seed))
     X, Y = parallel.place_batch(X), parallel.place_batch(Y)
     box = {"params": trainer.params, "state": trainer.opt_state}
     trainer.params = trainer.opt_state = None  # donated: only the returned ones are valid
     step = feedback_step(trainer.step, box, X, Y, parallel.backend)  # returns the stats [loss, correct, ok]
-    info = {"devices": devices, "device_names": _names(parallel.mesh.devices.flat),
-            "platform": parallel.device.platform}
-    return Contender(f"backprop x{devices}", network, batch, parallel.backend, step, None,
-                     step_flops(network.layer_sizes, batch), info, close=box.clear)
+    info = {
+        "devices": devices,
+        "device_names": _names(parallel.mesh.devices.flat),
+        "platform": parallel.device.platform,
+    }
+    return Contender(
+        f"backprop x{devices}",
+        network,
+        batch,
+        parallel.backend,
+        step,
+        None,
+        step_flops(network.layer_sizes, batch),
+        info,
+        close=box.clear,
+    )
 
 
-def bench_devices(counts, networks=("digits", "mnist"), batch_sizes=None, optimizer: str = "sgd",
-                  budget_s: float = 2.0, log=None) -> dict:
+def bench_devices(
+    counts, networks=("digits", "mnist"), batch_sizes=None, optimizer: str = "sgd", budget_s: float = 2.0, log=None
+) -> dict:
     """Time the data-parallel step on 1, 2, 4… devices: one row per (network, batch, devices).
 
     The device counts of a cell are timed interleaved (`backprop.bench.measure`); a batch that
@@ -63,19 +77,28 @@ def bench_devices(counts, networks=("digits", "mnist"), batch_sizes=None, optimi
     simulate_cpu_devices(max(counts))
     first, available = jax.devices()[0], len(jax.devices())
     gpu = first.platform != "cpu"
-    report = {"schema": "backprop-bench-devices/1", "devices_available": available,
-              "platform": first.platform, "device_kind": getattr(first, "device_kind", ""),
-              "simulated": not gpu and available > 1,
-              "counts": list(counts), "optimizer": optimizer, "time_budget_s": budget_s,
-              "results": [], "skipped": []}
+    report = {
+        "schema": "backprop-bench-devices/1",
+        "devices_available": available,
+        "platform": first.platform,
+        "device_kind": getattr(first, "device_kind", ""),
+        "simulated": not gpu and available > 1,
+        "counts": list(counts),
+        "optimizer": optimizer,
+        "time_budget_s": budget_s,
+        "results": [],
+        "skipped": [],
+    }
     for name in networks:
         for batch in list(batch_sizes or (GPU_DEVICE_BENCH_BATCH_SIZES if gpu else DEVICE_BENCH_BATCH_SIZES)):
             rows, skipped = _device_cell(name, batch, counts, available, optimizer, budget_s)
             report["results"] += rows
             report["skipped"] += skipped
             if log is not None and rows:
-                log(f"{name} batch {batch}: "
-                    + ", ".join(f"{r['devices']} dev {format_rate(r['samples_per_s'])} samples/s" for r in rows))
+                log(
+                    f"{name} batch {batch}: "
+                    + ", ".join(f"{r['devices']} dev {format_rate(r['samples_per_s'])} samples/s" for r in rows)
+                )
     return report
 
 
@@ -83,8 +106,13 @@ def _device_cell(network: str, batch: int, counts, available: int, optimizer: st
     """The device counts of one (network, batch) timed interleaved; (rows, skipped)."""
     built, skipped = [], []
     for k in counts:
-        reason = (f"JAX sees {available} device(s)" if k > available else
-                  f"batch {batch} does not split over {k} devices" if batch % k else None)
+        reason = (
+            f"JAX sees {available} device(s)"
+            if k > available
+            else f"batch {batch} does not split over {k} devices"
+            if batch % k
+            else None
+        )
         if reason is None:
             try:
                 built.append(build_device_contender(network, batch, k, optimizer))
@@ -97,9 +125,18 @@ def _device_cell(network: str, batch: int, counts, available: int, optimizer: st
     finally:
         for c in built:
             c.release()
-    rows = [{"network": network, "batch": batch, "devices": c.info["devices"], "median_s": timings[c.name].median,
-             "iqr_s": timings[c.name].iqr, "rounds": timings[c.name].rounds,
-             "samples_per_s": batch / timings[c.name].median} for c in built]
+    rows = [
+        {
+            "network": network,
+            "batch": batch,
+            "devices": c.info["devices"],
+            "median_s": timings[c.name].median,
+            "iqr_s": timings[c.name].iqr,
+            "rounds": timings[c.name].rounds,
+            "samples_per_s": batch / timings[c.name].median,
+        }
+        for c in built
+    ]
     base = min(rows, key=lambda r: r["devices"]) if rows else None
     for row in rows:
         row["speedup"] = row["samples_per_s"] / base["samples_per_s"]
@@ -110,19 +147,26 @@ def format_devices_table(report: dict) -> str:
     """The device-scaling report as a plain-text table."""
     kind = report.get("device_kind") or ""
     where = report["platform"] + (f" ({kind})" if kind and kind.lower() != report["platform"] else "")
-    simulated = " -- simulated CPU devices sharing the same cores, so expect no speed-up" if report.get("simulated") \
-        else ""
-    lines = [f"data-parallel step (backprop.training.distributed) on {where}: "
-             f"{report['devices_available']} device(s){simulated}"]
-    head = (f"{'network':<8}{'batch':>7}{'devices':>9}{'median':>10}{'IQR':>10}{'rounds':>7}{'samples/s':>11}"
-            f"{'speedup':>9}")
+    simulated = (
+        " -- simulated CPU devices sharing the same cores, so expect no speed-up" if report.get("simulated") else ""
+    )
+    lines = [
+        f"data-parallel step (backprop.training.distributed) on {where}: "
+        f"{report['devices_available']} device(s){simulated}"
+    ]
+    head = (
+        f"{'network':<8}{'batch':>7}{'devices':>9}{'median':>10}{'IQR':>10}{'rounds':>7}{'samples/s':>11}{'speedup':>9}"
+    )
     lines += [head, "-" * len(head)]
     for r in report["results"]:
-        lines.append(f"{r['network']:<8}{r['batch']:>7}{r['devices']:>9}{format_seconds(r['median_s']):>10}"
-                     f"{format_seconds(r['iqr_s']):>10}{r['rounds']:>7}{format_rate(r['samples_per_s']):>11}"
-                     f"{r['speedup']:>9.2f}")
+        lines.append(
+            f"{r['network']:<8}{r['batch']:>7}{r['devices']:>9}{format_seconds(r['median_s']):>10}"
+            f"{format_seconds(r['iqr_s']):>10}{r['rounds']:>7}{format_rate(r['samples_per_s']):>11}"
+            f"{r['speedup']:>9.2f}"
+        )
     if report["skipped"]:
         lines += ["", "not measured:"]
-        lines += [f"  {s['network']} batch {s['batch']} on {s['devices']} devices: {s['reason']}"
-                  for s in report["skipped"]]
+        lines += [
+            f"  {s['network']} batch {s['batch']} on {s['devices']} devices: {s['reason']}" for s in report["skipped"]
+        ]
     return "\n".join(lines)

@@ -12,11 +12,35 @@ from ..backends import Backend
 from ..backends.jax import matmul_precision
 from ..backends.numpy import blas_info
 
-ENV_VARS = ("BACKPROP_BACKEND", "BACKPROP_DEVICE", "BACKPROP_MATMUL_PRECISION", "CUPY_TF32", "NVIDIA_TF32_OVERRIDE",
-            "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
-            "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES")
-VERSIONED = ("numpy", "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "cupy", "cupy-cuda12x",
-             "cupy-cuda13x", "torch", "array-api-compat", "array-api-strict", "threadpoolctl", "pytest-benchmark")
+ENV_VARS = (
+    "BACKPROP_BACKEND",
+    "BACKPROP_DEVICE",
+    "BACKPROP_MATMUL_PRECISION",
+    "CUPY_TF32",
+    "NVIDIA_TF32_OVERRIDE",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "XLA_FLAGS",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "CUDA_VISIBLE_DEVICES",
+)
+VERSIONED = (
+    "numpy",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda13-plugin",
+    "cupy",
+    "cupy-cuda12x",
+    "cupy-cuda13x",
+    "torch",
+    "array-api-compat",
+    "array-api-strict",
+    "threadpoolctl",
+    "pytest-benchmark",
+)
 
 
 def is_gpu(backend: Backend) -> bool:
@@ -74,8 +98,12 @@ def load_average() -> list | None:
 
 def device_description(backend: Backend) -> dict:
     """The backend's device in words: name, kind (CPU model or GPU name) and matmul precision."""
-    entry = {"backend": backend.name, "device": backend.device_name, "dtype": backend.dtype_name,
-             "matmul": effective_matmul_precision(backend)}
+    entry = {
+        "backend": backend.name,
+        "device": backend.device_name,
+        "dtype": backend.dtype_name,
+        "matmul": effective_matmul_precision(backend),
+    }
     if backend.name == "cupy":
         entry.update(_cuda_device(int(backend.device_name.split(":")[1])))
     elif backend.name == "jax" and backend.device.platform != "cpu":
@@ -91,9 +119,11 @@ def _cuda_device(index: int) -> dict:
     import cupy
 
     name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
-    return {"kind": name.decode() if isinstance(name, bytes) else str(name),
-            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
-            "cuda_driver": cupy.cuda.runtime.driverGetVersion()}
+    return {
+        "kind": name.decode() if isinstance(name, bytes) else str(name),
+        "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+        "cuda_driver": cupy.cuda.runtime.driverGetVersion(),
+    }
 
 
 def environment() -> dict:
@@ -109,8 +139,11 @@ def environment() -> dict:
             "cpus_usable": usable_cpus(),
             "load_average": load_average(),
         },
-        "versions": {"backprop": __version__, "python": platform.python_version(),
-                     **{dist: _version(dist) for dist in VERSIONED}},
+        "versions": {
+            "backprop": __version__,
+            "python": platform.python_version(),
+            **{dist: _version(dist) for dist in VERSIONED},
+        },
         "blas": _blas(),
         "matmul_precision": matmul_precision(),
         "environment": {k: os.environ.get(k) for k in ENV_VARS},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..backends import BACKENDS, Backend, get_backend
 from ..core.mlp import MLP
@@ -23,8 +23,9 @@ class Network:
     sgd_lr: float = 0.01  # stable for thousands of steps on one batch (wide diverges at 0.01)
 
     def model(self) -> MLP:
-        return MLP(list(self.layer_sizes), activation=self.activation,
-                   output_activation=self.output_activation, loss=self.loss)
+        return MLP(
+            list(self.layer_sizes), activation=self.activation, output_activation=self.output_activation, loss=self.loss
+        )
 
     @property
     def description(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..backends import Backend
 

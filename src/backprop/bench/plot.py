@@ -31,7 +31,7 @@ def plot(report: dict, path: str) -> bool:
     fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.5 * nrows), squeeze=False)
     for ax, network in zip(axes.flat, networks):
         _network_panel(ax, network, rows)
-    for ax in list(axes.flat)[len(networks):]:
+    for ax in list(axes.flat)[len(networks) :]:
         ax.set_visible(False)
     fig.suptitle(f"one training step, float32 — {report.get('environment', {}).get('date', '')}", fontsize=10)
     fig.tight_layout()
@@ -44,12 +44,26 @@ def _network_panel(ax, network: str, rows: list[dict]) -> None:
     """One line per backend × contender measured on ``network``: a colour per backend, a style per contender."""
     for colour, backend in enumerate(BACKENDS):
         for contender in CONTENDERS:
-            points = sorted((r["batch"], r["samples_per_s"]) for r in rows
-                            if r["network"] == network and r["backend"] == backend and r["contender"] == contender)
+            points = sorted(
+                (r["batch"], r["samples_per_s"])
+                for r in rows
+                if r["network"] == network and r["backend"] == backend and r["contender"] == contender
+            )
             if points:
-                ax.plot(*zip(*points), LINE_STYLES[contender], marker=MARKERS[contender], color=f"C{colour}",
-                        label=f"{backend} {contender}", markersize=4)
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="samples / s",
-           title=f"{network}: {NETWORKS[network].description}")
+                ax.plot(
+                    *zip(*points),
+                    LINE_STYLES[contender],
+                    marker=MARKERS[contender],
+                    color=f"C{colour}",
+                    label=f"{backend} {contender}",
+                    markersize=4,
+                )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="samples / s",
+        title=f"{network}: {NETWORKS[network].description}",
+    )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)

@@ -34,11 +34,16 @@ def format_tables(report: dict) -> str:
     if report.get("skipped"):
         lines += ["", "not measured:"]
         lines += [f"  {s['cell']} {s['contender']}: {s['reason']}" for s in report["skipped"]]
-    lines += ["", "÷X = this row's median step time ÷ contender X's in the same cell (>1: slower than X). "
-                  "GFLOP/s counts matrix-product FLOPs only."]
+    lines += [
+        "",
+        "÷X = this row's median step time ÷ contender X's in the same cell (>1: slower than X). "
+        "GFLOP/s counts matrix-product FLOPs only.",
+    ]
     if any(_memory_ratio(r) is not None for r in shown):
-        lines.append("mem÷need = the step's peak memory (tracemalloc on NumPy, the memory pool on CuPy) ÷ parameters, "
-                     "gradients, optimizer state and one batch's activations, plus the batch the benchmark feeds it.")
+        lines.append(
+            "mem÷need = the step's peak memory (tracemalloc on NumPy, the memory pool on CuPy) ÷ parameters, "
+            "gradients, optimizer state and one batch's activations, plus the batch the benchmark feeds it."
+        )
     return "\n".join(lines)
 
 
@@ -46,40 +51,57 @@ def _header(report: dict) -> list[str]:
     """The run's date, host, load, versions, NumPy's BLAS and the optimizer."""
     env = report.get("environment", {})
     host = env.get("host", {})
-    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')} "
-                     f"threads={b.get('num_threads')}" for b in env.get("blas", []) if "error" not in b) or "none found"
-    return [f"backprop bench {env.get('date', '')} on {host.get('hostname', '')}: {host.get('cpu', '')}, "
-            f"{host.get('cpus_usable')} CPUs, load average {host.get('load_average')} at the start, "
-            f"{report.get('load_average_end')} at the end",
-            "versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v),
-            f"numpy BLAS: {blas}; optimizer: {report.get('settings', {}).get('optimizer', '?')}"]
+    blas = (
+        ", ".join(
+            f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')} threads={b.get('num_threads')}"
+            for b in env.get("blas", [])
+            if "error" not in b
+        )
+        or "none found"
+    )
+    return [
+        f"backprop bench {env.get('date', '')} on {host.get('hostname', '')}: {host.get('cpu', '')}, "
+        f"{host.get('cpus_usable')} CPUs, load average {host.get('load_average')} at the start, "
+        f"{report.get('load_average_end')} at the end",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v),
+        f"numpy BLAS: {blas}; optimizer: {report.get('settings', {}).get('optimizer', '?')}",
+    ]
 
 
 def _rows_of(backend: str, rows: list[dict]) -> list[dict]:
     """The rows of ``backend`` in grid order: network, batch, contender."""
     order = {name: i for i, name in enumerate(NETWORKS)}
-    return sorted((r for r in rows if r["backend"] == backend),
-                  key=lambda r: (order.get(r["network"], len(order)), r["batch"], CONTENDERS.index(r["contender"])))
+    return sorted(
+        (r for r in rows if r["backend"] == backend),
+        key=lambda r: (order.get(r["network"], len(order)), r["batch"], CONTENDERS.index(r["contender"])),
+    )
 
 
 def _backend_table(backend: dict, rows: list[dict]) -> list[str]:
     """The table of one backend: a title naming its device, the column heads, one line per row."""
     threads = f", {backend['threads']} threads)" if backend.get("threads") else ")"
-    title = (f"{backend['backend']} on {backend['device']} ({backend.get('kind', '?')}{threads}, {backend['dtype']}, "
-             f"matmul in {backend['matmul']}")
+    title = (
+        f"{backend['backend']} on {backend['device']} ({backend.get('kind', '?')}{threads}, {backend['dtype']}, "
+        f"matmul in {backend['matmul']}"
+    )
     others = [c for c in CONTENDERS if any(r["contender"] == c for r in rows)]
     memory = any(_memory_ratio(r) is not None for r in rows)
-    head = (f"{'network':<8}{'batch':>7}  {'contender':<13}{'median':>10}{'IQR':>10}{'rounds':>7}{'samples/s':>11}"
-            f"{'GFLOP/s':>9}" + "".join(f"{'÷' + ('floor' if c == 'matmul_floor' else c):>11}" for c in others)
-            + (f"{'mem÷need':>10}" if memory else ""))
+    head = (
+        f"{'network':<8}{'batch':>7}  {'contender':<13}{'median':>10}{'IQR':>10}{'rounds':>7}{'samples/s':>11}"
+        f"{'GFLOP/s':>9}"
+        + "".join(f"{'÷' + ('floor' if c == 'matmul_floor' else c):>11}" for c in others)
+        + (f"{'mem÷need':>10}" if memory else "")
+    )
     return [title, head, "-" * len(head), *(_row_line(r, others, memory) for r in rows)]
 
 
 def _row_line(row: dict, others: list[str], memory: bool) -> str:
     ratios = "".join(f"{(format(row['ratios'][c], '.2f') if c in row['ratios'] else '-'):>11}" for c in others)
-    line = (f"{row['network']:<8}{row['batch']:>7}  {row['contender']:<13}{format_seconds(row['median_s']):>10}"
-            f"{format_seconds(row['iqr_s']):>10}{row['rounds']:>7}{format_rate(row['samples_per_s']):>11}"
-            f"{row['gflops']:>9.3g}{ratios}")
+    line = (
+        f"{row['network']:<8}{row['batch']:>7}  {row['contender']:<13}{format_seconds(row['median_s']):>10}"
+        f"{format_seconds(row['iqr_s']):>10}{row['rounds']:>7}{format_rate(row['samples_per_s']):>11}"
+        f"{row['gflops']:>9.3g}{ratios}"
+    )
     if memory:
         ratio = _memory_ratio(row)
         line += f"{(format(ratio, '.2f') if ratio is not None else '-'):>10}"

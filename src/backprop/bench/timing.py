@@ -6,7 +6,7 @@ import dataclasses
 import math
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .contenders import Contender
 
@@ -34,18 +34,33 @@ class Timing:
         return self.q3 - self.q1
 
     @classmethod
-    def of(cls, times: list[float], iterations: int, warmup_s: float) -> "Timing":
+    def of(cls, times: list[float], iterations: int, warmup_s: float) -> Timing:
         ordered = sorted(times)
         if len(ordered) >= 2:
             q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
         else:
             q1 = q3 = ordered[0]
-        return cls(statistics.median(ordered), q1, q3, ordered[0], ordered[-1], statistics.fmean(ordered),
-                   len(ordered), iterations, warmup_s)
+        return cls(
+            statistics.median(ordered),
+            q1,
+            q3,
+            ordered[0],
+            ordered[-1],
+            statistics.fmean(ordered),
+            len(ordered),
+            iterations,
+            warmup_s,
+        )
 
 
-def measure(contenders: Sequence[Contender], budget_s: float = 2.0, min_rounds: int = 3,
-            max_rounds: int = 1000, warmup: int = 2, min_round_s: float = 1e-3) -> dict[str, Timing]:
+def measure(
+    contenders: Sequence[Contender],
+    budget_s: float = 2.0,
+    min_rounds: int = 3,
+    max_rounds: int = 1000,
+    warmup: int = 2,
+    min_round_s: float = 1e-3,
+) -> dict[str, Timing]:
     """Time the contenders of one cell side by side; {name: Timing}.
 
     Each is warmed up first (``warmup`` steps: compilation, caches, allocator).  Then rounds
@@ -63,14 +78,15 @@ def measure(contenders: Sequence[Contender], budget_s: float = 2.0, min_rounds: 
     return {c.name: Timing.of(times[c.name], iterations[c.name], warmup_s[c.name]) for c in contenders}
 
 
-def _timed_rounds(order: list[Contender], iterations: dict, budget_s: float, min_rounds: int,
-                  max_rounds: int) -> dict[str, list[float]]:
+def _timed_rounds(
+    order: list[Contender], iterations: dict, budget_s: float, min_rounds: int, max_rounds: int
+) -> dict[str, list[float]]:
     """{name: the per-step seconds of each of its rounds}, run as `measure` describes."""
     times = {c.name: [] for c in order}
     start = time.perf_counter()
     k = 0
     while True:
-        todo = [c for c in order[k % len(order):] + order[: k % len(order)] if len(times[c.name]) < max_rounds]
+        todo = [c for c in order[k % len(order) :] + order[: k % len(order)] if len(times[c.name]) < max_rounds]
         if not todo:
             break
         for c in todo:

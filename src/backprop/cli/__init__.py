@@ -1,7 +1,8 @@
 """The ``backprop`` command line: one sub-command per module in `backprop.cli`.
 
 Every sub-command module has ``add_arguments(parser)`` and ``run(args) -> exit code``, and a
-docstring whose first line is its help.  Usage errors, and a backend that is missing or cannot run here (CuPy without a GPU), exit with code 2
+docstring whose first line is its help.  Usage errors, and a backend that is missing or cannot run
+here (CuPy without a GPU), exit with code 2
 and one line on stderr.
 """
 
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         doc = (module.__doc__ or name).strip().splitlines()[0]
-        command = sub.add_parser(name, help=doc, description=module.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        command = sub.add_parser(
+            name, help=doc, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser

@@ -27,30 +27,56 @@ from . import CommandError, positive_ints
 def add_arguments(parser) -> None:
     from .. import bench
 
-    parser.add_argument("--networks", help=f"comma-separated, from: {', '.join(bench.NETWORKS)} "
-                        f"(default: all; --quick: {','.join(bench.QUICK_NETWORKS)})")
-    parser.add_argument("--batch-sizes", help="comma-separated positive integers (default: "
-                        f"{','.join(map(str, bench.CPU_BATCH_SIZES))}, plus 8192,65536 on a GPU; "
-                        f"--quick: {','.join(map(str, bench.QUICK_BATCH_SIZES))})")
-    parser.add_argument("--backends", help="comma-separated, from: " + ", ".join(bench.BACKENDS)
-                        + " (default: $BACKPROP_BACKEND, else every available backend)")
-    parser.add_argument("--contenders", help=f"comma-separated, from: {', '.join(bench.CONTENDERS)} "
-                        "(default: every one that can run)")
-    parser.add_argument("--optimizer", default="sgd",
-                        help="sgd (the default: lr 0.01, 1e-4 for wide) or adam (lr 1e-3)")
-    parser.add_argument("--time-budget", type=float, default=None,
-                        help="seconds of timed rounds per cell, all contenders together (default 2; --quick 0.3); "
-                             "every contender still gets at least 3 rounds")
-    parser.add_argument("--max-seconds", type=float, default=None,
-                        help="start no new cell after this many seconds; the rest is listed as not measured")
-    parser.add_argument("--blas-threads", type=int, default=None,
-                        help="limit NumPy's BLAS to this many threads (threadpoolctl) for the run; "
-                             "default: leave it as it is")
+    parser.add_argument(
+        "--networks",
+        help=f"comma-separated, from: {', '.join(bench.NETWORKS)} "
+        f"(default: all; --quick: {','.join(bench.QUICK_NETWORKS)})",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        help="comma-separated positive integers (default: "
+        f"{','.join(map(str, bench.CPU_BATCH_SIZES))}, plus 8192,65536 on a GPU; "
+        f"--quick: {','.join(map(str, bench.QUICK_BATCH_SIZES))})",
+    )
+    parser.add_argument(
+        "--backends",
+        help="comma-separated, from: "
+        + ", ".join(bench.BACKENDS)
+        + " (default: $BACKPROP_BACKEND, else every available backend)",
+    )
+    parser.add_argument(
+        "--contenders", help=f"comma-separated, from: {', '.join(bench.CONTENDERS)} (default: every one that can run)"
+    )
+    parser.add_argument(
+        "--optimizer", default="sgd", help="sgd (the default: lr 0.01, 1e-4 for wide) or adam (lr 1e-3)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds of timed rounds per cell, all contenders together (default 2; --quick 0.3); "
+        "every contender still gets at least 3 rounds",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="start no new cell after this many seconds; the rest is listed as not measured",
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="limit NumPy's BLAS to this many threads (threadpoolctl) for the run; default: leave it as it is",
+    )
     parser.add_argument("--quick", action="store_true", help="a small grid (small networks and batches, short budget)")
     parser.add_argument("--out", help="folder for bench.json, bench.txt and bench.png")
-    parser.add_argument("--devices", help="data-parallel scaling instead: the backprop step on JAX on 1,2,4… devices "
-                        "(comma-separated counts; simulated CPU devices where there is no GPU), "
-                        "see backprop.training.distributed")
+    parser.add_argument(
+        "--devices",
+        help="data-parallel scaling instead: the backprop step on JAX on 1,2,4… devices "
+        "(comma-separated counts; simulated CPU devices where there is no GPU), "
+        "see backprop.training.distributed",
+    )
 
 
 def _names(text: str | None, valid, what: str) -> list[str] | None:
@@ -69,8 +95,11 @@ def _options(args) -> dict:
     from .. import bench
 
     networks = _names(args.networks, tuple(bench.NETWORKS), "networks")
-    batch_sizes = (None if args.batch_sizes is None
-                   else list(dict.fromkeys(positive_ints(args.batch_sizes, "--batch-sizes", "1,32,256"))))
+    batch_sizes = (
+        None
+        if args.batch_sizes is None
+        else list(dict.fromkeys(positive_ints(args.batch_sizes, "--batch-sizes", "1,32,256")))
+    )
     backends = _names(args.backends, bench.BACKENDS, "backends")
     contenders = _names(args.contenders, bench.CONTENDERS, "contenders")
     if args.optimizer not in bench.OPTIMIZERS:
@@ -167,17 +196,21 @@ def _run(args, opts: dict) -> int:
                 skipped.append({"cell": f"{backend.name} (every cell)", "contender": name, "reason": reason})
         plan[backend.name] = names
     if not any(plan.values()):
-        raise CommandError("no contender can run here: "
-                           + "; ".join(f"{s['contender']}: {s['reason']}" for s in skipped))
+        raise CommandError(
+            "no contender can run here: " + "; ".join(f"{s['contender']}: {s['reason']}" for s in skipped)
+        )
     if opts["explicit_contenders"]:
         missing = [n for n in opts["contenders"] if not any(n in names for names in plan.values())]
         if missing:
-            raise CommandError(f"contender {missing[0]} cannot run on "
-                               f"{', '.join(b.name for b in backends)}: "
-                               f"{bench.contender_unavailable(missing[0], backends[0]) or 'not applicable'}")
+            raise CommandError(
+                f"contender {missing[0]} cannot run on "
+                f"{', '.join(b.name for b in backends)}: "
+                f"{bench.contender_unavailable(missing[0], backends[0]) or 'not applicable'}"
+            )
     for contender, reason in dict.fromkeys((s["contender"], s["reason"]) for s in skipped):
-        where = ", ".join(s["cell"].split(" ")[0] for s in skipped
-                          if (s["contender"], s["reason"]) == (contender, reason))
+        where = ", ".join(
+            s["cell"].split(" ")[0] for s in skipped if (s["contender"], s["reason"]) == (contender, reason)
+        )
         print(f"backprop bench: {contender} not measured on {where}: {reason}", file=sys.stderr)
 
     cells = []
@@ -185,16 +218,27 @@ def _run(args, opts: dict) -> int:
         for backend in backends:
             for batch in opts["batch_sizes"] or bench.default_batch_sizes(backend):
                 cells.append((bench.Cell(network, batch, backend.name), backend))
-    cells.sort(key=lambda cb: (opts["networks"].index(cb[0].network), cb[0].batch,
-                               [b.name for b in backends].index(cb[0].backend)))
+    cells.sort(
+        key=lambda cb: (
+            opts["networks"].index(cb[0].network),
+            cb[0].batch,
+            [b.name for b in backends].index(cb[0].backend),
+        )
+    )
 
     report = {
         "schema": "backprop-bench/1",
         "settings": {k: v for k, v in opts.items() if not k.startswith("explicit")},
         "environment": bench.environment(),
-        "networks": {n: {"layer_sizes": list(bench.NETWORKS[n].layer_sizes), "activation": bench.NETWORKS[n].activation,
-                         "output_activation": bench.NETWORKS[n].output_activation, "loss": bench.NETWORKS[n].loss}
-                     for n in opts["networks"]},
+        "networks": {
+            n: {
+                "layer_sizes": list(bench.NETWORKS[n].layer_sizes),
+                "activation": bench.NETWORKS[n].activation,
+                "output_activation": bench.NETWORKS[n].output_activation,
+                "loss": bench.NETWORKS[n].loss,
+            }
+            for n in opts["networks"]
+        },
         "backends": [bench.device_description(b) for b in backends],
         "unavailable": unavailable,
         "results": [],
@@ -208,16 +252,21 @@ def _run(args, opts: dict) -> int:
         elapsed = time.perf_counter() - start
         if opts["max_seconds"] is not None and elapsed >= opts["max_seconds"]:
             reason = f"not started: --max-seconds {opts['max_seconds']:g} reached"
-            report["skipped"] += [{"cell": c.id, "contender": "all", "reason": reason} for c, _ in cells[i - 1:]]
-            print(f"backprop bench: --max-seconds reached after {elapsed:.0f} s; "
-                  f"{len(cells) - i + 1} cells not measured", file=sys.stderr)
+            report["skipped"] += [{"cell": c.id, "contender": "all", "reason": reason} for c, _ in cells[i - 1 :]]
+            print(
+                f"backprop bench: --max-seconds reached after {elapsed:.0f} s; {len(cells) - i + 1} cells not measured",
+                file=sys.stderr,
+            )
             break
         rows, cell_skipped = bench.run_cell(cell, backend, plan[backend.name], opts["optimizer"], opts["time_budget_s"])
         report["results"] += rows
         report["skipped"] += cell_skipped
         summary = ", ".join(f"{r['contender']} {bench.format_seconds(r['median_s'])}" for r in rows)
-        print(f"[{i}/{len(cells)}] {cell.network} batch {cell.batch} {cell.backend}: {summary}"
-              + "".join(f"; {s['contender']} failed: {s['reason']}" for s in cell_skipped), file=sys.stderr)
+        print(
+            f"[{i}/{len(cells)}] {cell.network} batch {cell.batch} {cell.backend}: {summary}"
+            + "".join(f"; {s['contender']} failed: {s['reason']}" for s in cell_skipped),
+            file=sys.stderr,
+        )
         report["elapsed_s"] = time.perf_counter() - start
         _write(report, args.out)
     else:
@@ -234,8 +283,11 @@ def _run(args, opts: dict) -> int:
         if bench.plot(report, os.path.join(args.out, "bench.png")):
             written.append("bench.png")
         else:
-            print('backprop bench: matplotlib is missing (or nothing was measured), no bench.png '
-                  '(pip install "backprop[plot]")', file=sys.stderr)
+            print(
+                "backprop bench: matplotlib is missing (or nothing was measured), no bench.png "
+                '(pip install "backprop[plot]")',
+                file=sys.stderr,
+            )
         print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}", file=sys.stderr)
     return 0
 
@@ -252,8 +304,14 @@ def bench_command(args, opts: dict) -> int:
     if jax_missing is not None:
         raise ValueError(f"--devices needs the JAX backend: {jax_missing}")
     networks = opts["networks"] if args.networks else ["digits", "mnist"]
-    report = bench_devices(counts, networks, opts["batch_sizes"], opts["optimizer"], opts["time_budget_s"],
-                           log=lambda line: print(line, file=sys.stderr))
+    report = bench_devices(
+        counts,
+        networks,
+        opts["batch_sizes"],
+        opts["optimizer"],
+        opts["time_budget_s"],
+        log=lambda line: print(line, file=sys.stderr),
+    )
     table = format_devices_table(report)
     print(table)
     if args.out:

@@ -27,8 +27,13 @@ def random_case(rng: np.random.Generator, index: int):
     n_out = int(rng.integers(2, 6)) if loss == "softmax_cross_entropy" else int(rng.integers(1, 6))
     sizes = [int(rng.integers(1, 17)) for _ in range(int(rng.integers(0, 4)) + 1)] + [n_out]
     batch = int(rng.integers(1, 17))
-    model = MLP(sizes, activation=activation, loss=loss, alpha=float(rng.choice([0.0, 0.1])),
-                reduction=str(rng.choice(["mean", "sum"])))
+    model = MLP(
+        sizes,
+        activation=activation,
+        loss=loss,
+        alpha=float(rng.choice([0.0, 0.1])),
+        reduction=str(rng.choice(["mean", "sum"])),
+    )
     X = rng.normal(size=(batch, sizes[0]))
     if loss == "softmax_cross_entropy":
         y = rng.integers(0, n_out, size=batch)
@@ -55,7 +60,9 @@ def run(args) -> int:
         model, X, y = random_case(rng, i)
         report = check_gradients(model, model.init(seed=i, backend=backend), X, y)
         failures += not report.passed
-        print(f"{str(list(model.layer_sizes)):<22}{model.activation.name:<12}{model.loss_layer.name:<23}"
-              f"{len(X):>6}{report.max_rel_error:>13.2e}  {'ok' if report.passed else 'MISMATCH'}")
+        print(
+            f"{str(list(model.layer_sizes)):<22}{model.activation.name:<12}{model.loss_layer.name:<23}"
+            f"{len(X):>6}{report.max_rel_error:>13.2e}  {'ok' if report.passed else 'MISMATCH'}"
+        )
     print(f"{args.cases - failures}/{args.cases} architectures agree (rtol {report.rtol:g})")
     return 1 if failures else 0

@@ -25,15 +25,20 @@ from . import CommandError, positive_ints
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write the figures and index.html into")
-    parser.add_argument("--layers", default="2,3,1", metavar="N,N,...",
-                        help="layer sizes: inputs, hidden..., outputs (default: 2,3,1)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="the folder to write the figures and index.html into"
+    )
+    parser.add_argument(
+        "--layers", default="2,3,1", metavar="N,N,...", help="layer sizes: inputs, hidden..., outputs (default: 2,3,1)"
+    )
     parser.add_argument("--batch", default=2, type=int, metavar="N", help="examples in the batch, 1-4 (default: 2)")
     parser.add_argument("--activation", default="sigmoid", help="the hidden layers' activation (default: sigmoid)")
-    parser.add_argument("--output-activation", default=None,
-                        help="squared_error only: the output activation (default: identity)")
-    parser.add_argument("--loss", default="squared_error",
-                        help="squared_error (default), binary_cross_entropy or softmax_cross_entropy")
+    parser.add_argument(
+        "--output-activation", default=None, help="squared_error only: the output activation (default: identity)"
+    )
+    parser.add_argument(
+        "--loss", default="squared_error", help="squared_error (default), binary_cross_entropy or softmax_cross_entropy"
+    )
     parser.add_argument("--reduction", default="sum", help='"sum" (default: δ = ŷ − y) or "mean" (δ = (ŷ − y)/n)')
     parser.add_argument("--alpha", default=0.0, type=float, help="L2 penalty (default: 0)")
     parser.add_argument("--seed", default=0, type=int, help="seed of the weights and the batch (default: 0)")
@@ -42,13 +47,21 @@ def add_arguments(parser) -> None:
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
-    """"2,3,1" → (2, 3, 1); a CommandError for anything else."""
+    """ "2,3,1" → (2, 3, 1); a CommandError for anything else."""
     return tuple(positive_ints(text, "--layers", "2,3,1", what="at least two positive integers", minimum=2))
 
 
-def example(layers=(2, 3, 1), batch: int = 2, activation: str = "sigmoid", loss: str = "squared_error",
-            reduction: str = "sum", seed: int = 0, output_activation: str | None = None, alpha: float = 0.0,
-            backend=None):
+def example(
+    layers=(2, 3, 1),
+    batch: int = 2,
+    activation: str = "sigmoid",
+    loss: str = "squared_error",
+    reduction: str = "sum",
+    seed: int = 0,
+    output_activation: str | None = None,
+    alpha: float = 0.0,
+    backend=None,
+):
     """The network, parameters and batch that ``backprop diagram`` draws: ``(model, params, X, y)``.
 
     Weights and biases: the seeded scikit-learn-style initialisation rounded to 2 decimals; X
@@ -56,14 +69,21 @@ def example(layers=(2, 3, 1), batch: int = 2, activation: str = "sigmoid", loss:
     binary_cross_entropy, integer labels for softmax_cross_entropy).
     """
     from ..backends import get_backend
-    from ..diagram import check_limits
     from ..core.mlp import MLP
+    from ..diagram import check_limits
 
     sizes = tuple(layers)
     check_limits(sizes, batch)
     backend = get_backend(backend)
-    model = MLP(sizes, activation=activation, output_activation=output_activation, loss=loss, alpha=alpha,
-                reduction=reduction, init="sklearn")
+    model = MLP(
+        sizes,
+        activation=activation,
+        output_activation=output_activation,
+        loss=loss,
+        alpha=alpha,
+        reduction=reduction,
+        init="sklearn",
+    )
     params = tuple(
         (backend.asarray(np.round(backend.to_numpy(W), 2)), backend.asarray(np.round(backend.to_numpy(b), 2)))
         for W, b in model.init(seed, backend)
@@ -93,8 +113,9 @@ def run(args) -> int:
         raise CommandError(f"--dpi must be between 10 and 600, got {args.dpi}")
     if args.reduction not in ("sum", "mean"):
         raise CommandError(f'--reduction must be "sum" or "mean", got {args.reduction!r}')
-    model, params, X, y = example(sizes, args.batch, args.activation, args.loss, args.reduction, args.seed,
-                                  args.output_activation, args.alpha)
+    model, params, X, y = example(
+        sizes, args.batch, args.activation, args.loss, args.reduction, args.seed, args.output_activation, args.alpha
+    )
     result = draw(model, params, X, y, args.out, formats=formats, dpi=args.dpi)
     print(f"wrote {len(result.pages)} figures ({', '.join(formats)}) to {result.out_dir}")
     print(f"open {result.index}")

@@ -18,9 +18,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backprop.cli.distributed",
         description="Data-parallel training demo: run it once per process (same arguments, its own "
-                    "--process-id); each process trains on its own half/third/... of the digits data.",
+        "--process-id); each process trains on its own half/third/... of the digits data.",
     )
-    parser.add_argument("--coordinator", default="127.0.0.1:12355", help="host:port of process 0 (default 127.0.0.1:12355)")
+    parser.add_argument(
+        "--coordinator", default="127.0.0.1:12355", help="host:port of process 0 (default 127.0.0.1:12355)"
+    )
     parser.add_argument("--num-processes", type=int, default=1, help="number of processes (default 1)")
     parser.add_argument("--process-id", type=int, default=0, help="this process: 0 … num-processes − 1")
     parser.add_argument("--cpu-devices", type=int, help="CPU devices per process (simulated; for CPU-only runs)")
@@ -32,8 +34,14 @@ def main(argv=None) -> int:
 
     if args.num_processes > 1:
         bind = args.coordinator if args.coordinator.startswith(("127.", "localhost")) else None
-        initialize(args.coordinator, args.num_processes, args.process_id, cpu_devices=args.cpu_devices,
-                   initialization_timeout=args.timeout, coordinator_bind_address=bind)
+        initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            cpu_devices=args.cpu_devices,
+            initialization_timeout=args.timeout,
+            coordinator_bind_address=bind,
+        )
     elif args.cpu_devices:
         import jax
 
@@ -44,9 +52,9 @@ def main(argv=None) -> int:
 
     from ..backends import get_backend
     from ..core.mlp import MLP
-    from .data import digits
     from ..core.optim import Adam
     from ..training.trainer import Trainer
+    from .data import digits
 
     data = digits()
     X = StandardScaler().fit_transform(data.X)
@@ -55,8 +63,10 @@ def main(argv=None) -> int:
     rows = slice(args.process_id, n, args.num_processes)  # this process's shard: every num_processes-th row
     model = MLP([X.shape[1], 64, 10], loss="softmax_cross_entropy")
     trainer = Trainer(model, Adam(1e-2), backend=get_backend("jax", dtype=args.dtype), seed=0, devices="all")
-    print(f"process {jax.process_index()}/{jax.process_count()}: {len(X[rows])} local rows, {trainer.parallel}",
-          file=sys.stderr)
+    print(
+        f"process {jax.process_index()}/{jax.process_count()}: {len(X[rows])} local rows, {trainer.parallel}",
+        file=sys.stderr,
+    )
     start = time.perf_counter()
     history = trainer.fit(X[rows], y[rows], epochs=args.epochs, batch_size=args.batch_size, progress=False)
     seconds = time.perf_counter() - start

@@ -54,6 +54,8 @@ def run(args) -> int:
         print(f"  {b['name']:<17} {state}")
     print("numpy BLAS:")
     for lib in info["blas"] or [{"internal_api": "none found"}]:
-        print(f"  {lib.get('internal_api')} {lib.get('version') or ''} kernel={lib.get('architecture')} "
-              f"threads={lib.get('num_threads')}")
+        print(
+            f"  {lib.get('internal_api')} {lib.get('version') or ''} kernel={lib.get('architecture')} "
+            f"threads={lib.get('num_threads')}"
+        )
     return 0

@@ -35,8 +35,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
     parser.add_argument("--out", help="folder for checkpoint.safetensors, metrics.json and loss_curve.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--devices", help="data-parallel training on JAX: 'all' or N (the first N devices); "
-                                          "--batch-size must be a multiple of the device count (implies --backend jax)")
+    parser.add_argument(
+        "--devices",
+        help="data-parallel training on JAX: 'all' or N (the first N devices); "
+        "--batch-size must be a multiple of the device count (implies --backend jax)",
+    )
 
 
 def _devices(text: str | None):
@@ -69,7 +72,9 @@ def _plot(history: dict, path: str) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print('backprop train: matplotlib is missing, no loss_curve.png (pip install "backprop[plot]")', file=sys.stderr)
+        print(
+            'backprop train: matplotlib is missing, no loss_curve.png (pip install "backprop[plot]")', file=sys.stderr
+        )
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("loss", "val_loss"):
@@ -89,10 +94,10 @@ def run(args) -> int:
 
     from ..backends import get_backend
     from ..core.mlp import MLP
-    from ..training.callbacks import ModelCheckpoint
-    from .data import digits, infer_task, load_file
     from ..core.optim import get_optimizer
+    from ..training.callbacks import ModelCheckpoint
     from ..training.trainer import Trainer
+    from .data import digits, infer_task, load_file
 
     _check_options(args)
     hidden = positive_ints(args.hidden, "--hidden", "128,64")
@@ -100,7 +105,10 @@ def run(args) -> int:
     backend_name = args.backend or ("jax" if devices is not None and not os.environ.get("BACKPROP_BACKEND") else None)
     backend = get_backend(backend_name)
     if devices is not None and backend.name != "jax":
-        raise CommandError(f"--devices needs the JAX backend (data-parallel training uses JAX's sharding), but the backend is {backend.name!r} (--backend or BACKPROP_BACKEND)")
+        raise CommandError(
+            "--devices needs the JAX backend (data-parallel training uses JAX's sharding), "
+            f"but the backend is {backend.name!r} (--backend or BACKPROP_BACKEND)"
+        )
     data = load_file(args.data) if args.data else digits()
     task = infer_task(data.y, args.task)
     classes = None
@@ -125,8 +133,10 @@ def run(args) -> int:
     except ValueError as exc:
         raise CommandError(f"cannot split the data: {exc}") from None
     if min(len(X_train), len(X_test)) < 2:
-        raise CommandError(f"too few samples ({len(data.X)}): --test-size {args.test_size} leaves "
-                           f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2")
+        raise CommandError(
+            f"too few samples ({len(data.X)}): --test-size {args.test_size} leaves "
+            f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2"
+        )
     x_scaler = StandardScaler().fit(X_train)
     X_train, X_test = x_scaler.transform(X_train), x_scaler.transform(X_test)
     y_scaler = StandardScaler().fit(y_train) if task == "regression" else None
@@ -134,18 +144,29 @@ def run(args) -> int:
         y_train = y_scaler.transform(y_train)
 
     model = MLP([data.X.shape[1], *hidden, n_out], activation=args.activation, loss=loss)
-    trainer = Trainer(model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices)
+    trainer = Trainer(
+        model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
+    )
     if trainer.parallel is not None:
         print(f"data-parallel: {trainer.parallel}", file=sys.stderr)
-    print(f"training {model.layer_sizes} {args.activation} on {data.name} ({len(X_train)} train / "
-          f"{len(X_test)} test) with {backend.name} on {backend.device_name}, {backend.dtype_name}", file=sys.stderr)
+    print(
+        f"training {model.layer_sizes} {args.activation} on {data.name} ({len(X_train)} train / "
+        f"{len(X_test)} test) with {backend.name} on {backend.device_name}, {backend.dtype_name}",
+        file=sys.stderr,
+    )
     start = time.perf_counter()
     callbacks = []
     if args.out:  # a checkpoint every epoch, and on Ctrl-C
         os.makedirs(args.out, exist_ok=True)
         callbacks.append(ModelCheckpoint(os.path.join(args.out, "checkpoint.safetensors")))
-    history = trainer.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, callbacks=callbacks,
-                          progress=not args.no_progress)
+    history = trainer.fit(
+        X_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=callbacks,
+        progress=not args.no_progress,
+    )
     seconds = time.perf_counter() - start
     output = trainer.predict(X_test)
     if task == "classification":

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..backends import logistic_ufunc
 
@@ -125,14 +126,34 @@ def _gelu_df(xp, z, h):
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("identity", lambda xp, z: z, _identity_df, "glorot",
-                   f_into=lambda lib, Z, out, T: lib.copyto(out, Z), df_into=lambda lib, D, H, T: None),
-        Activation("sigmoid", sigmoid, lambda xp, z, h: h * (1.0 - h), "glorot",
-                   f_into=sigmoid_into, df_into=_sigmoid_df_into),
-        Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z, h: 1.0 - h * h, "glorot",
-                   f_into=lambda lib, Z, out, T: lib.tanh(Z, out=out), df_into=_tanh_df_into),
-        Activation("relu", lambda xp, z: xp.maximum(z, 0.0), lambda xp, z, h: _step(xp, z), "he",
-                   f_into=_relu_into, df_into=_relu_df_into, mask_in_scratch=True),
+        Activation(
+            "identity",
+            lambda xp, z: z,
+            _identity_df,
+            "glorot",
+            f_into=lambda lib, Z, out, T: lib.copyto(out, Z),
+            df_into=lambda lib, D, H, T: None,
+        ),
+        Activation(
+            "sigmoid", sigmoid, lambda xp, z, h: h * (1.0 - h), "glorot", f_into=sigmoid_into, df_into=_sigmoid_df_into
+        ),
+        Activation(
+            "tanh",
+            lambda xp, z: xp.tanh(z),
+            lambda xp, z, h: 1.0 - h * h,
+            "glorot",
+            f_into=lambda lib, Z, out, T: lib.tanh(Z, out=out),
+            df_into=_tanh_df_into,
+        ),
+        Activation(
+            "relu",
+            lambda xp, z: xp.maximum(z, 0.0),
+            lambda xp, z, h: _step(xp, z),
+            "he",
+            f_into=_relu_into,
+            df_into=_relu_df_into,
+            mask_in_scratch=True,
+        ),
         Activation(
             "leaky_relu",
             lambda xp, z: xp.where(z > 0, z, LEAKY_SLOPE * z),

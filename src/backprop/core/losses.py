@@ -20,7 +20,8 @@ forms of the loss layer for the fused step (`Loss.delta_kernel`): they write δ 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from array_api_compat import device as device_of

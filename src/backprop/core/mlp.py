@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
@@ -90,7 +91,9 @@ class MLP:
             sizes = tuple(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else ()
         except TypeError:  # not a sequence (None, a bare int...)
             sizes = ()
-        if len(sizes) < 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        if len(sizes) < 2 or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
+        ):
             raise ValueError(
                 f"layer_sizes must be at least two positive integers (n_features, ..., n_outputs), got {layer_sizes!r}"
             )
@@ -163,7 +166,9 @@ class MLP:
             else:  # sklearn
                 bound = math.sqrt((2.0 if self.activation.name == "sigmoid" else 6.0) / (fan_in + fan_out))
                 W, b = rng.uniform((fan_in, fan_out), -bound, bound), rng.uniform((fan_out,), -bound, bound)
-            params.append((W, b if b is not None else backend.xp.zeros(fan_out, dtype=backend.dtype, device=backend.device)))
+            params.append(
+                (W, b if b is not None else backend.xp.zeros(fan_out, dtype=backend.dtype, device=backend.device))
+            )
         return tuple(params)
 
     def check_params(self, params: Params):
@@ -181,7 +186,9 @@ class MLP:
             raise TypeError(f"params must be arrays of one array-API backend ({exc})") from None
         for l, ((W, b), fan_in, fan_out) in enumerate(zip(params, self.layer_sizes[:-1], self.layer_sizes[1:])):
             if not (xp.isdtype(W.dtype, "real floating") and xp.isdtype(b.dtype, "real floating")):
-                raise TypeError(f"layer {l}: params must be real floating-point arrays, got W {W.dtype} and b {b.dtype}")
+                raise TypeError(
+                    f"layer {l}: params must be real floating-point arrays, got W {W.dtype} and b {b.dtype}"
+                )
             if tuple(W.shape) != (fan_in, fan_out) or tuple(b.shape) != (fan_out,):
                 raise ValueError(
                     f"layer {l}: W has shape {tuple(W.shape)} and b {tuple(b.shape)}, "

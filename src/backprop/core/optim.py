@@ -36,7 +36,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 from array_api_compat import array_namespace, device
 
@@ -44,11 +45,35 @@ from .forms import own_form
 from .tree import Tree, tree_leaves, tree_map, tree_node
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "SGDState", "AdamState", "RMSpropState",
-    "Schedule", "Constant", "StepDecay", "ExponentialDecay", "CosineDecay", "InverseScaling",
-    "constant", "step_decay", "exponential_decay", "cosine_decay", "inverse_scaling",
-    "as_schedule", "schedule_from_config", "clip_by_global_norm", "global_norm",
-    "get_optimizer", "from_config", "OPTIMIZERS", "SCHEDULES", "tree_leaves", "tree_map",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Optimizer",
+    "SGDState",
+    "AdamState",
+    "RMSpropState",
+    "Schedule",
+    "Constant",
+    "StepDecay",
+    "ExponentialDecay",
+    "CosineDecay",
+    "InverseScaling",
+    "constant",
+    "step_decay",
+    "exponential_decay",
+    "cosine_decay",
+    "inverse_scaling",
+    "as_schedule",
+    "schedule_from_config",
+    "clip_by_global_norm",
+    "global_norm",
+    "get_optimizer",
+    "from_config",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "tree_leaves",
+    "tree_map",
 ]
 
 
@@ -331,7 +356,9 @@ class Optimizer:
             grads = clip_by_global_norm(grads, self.clip_norm)
         xp = _namespace(params)
         params, buffers = self._step(xp, params, grads, self.lr(xp, count), count, tuple(buffers))
-        return params, tree_node(state, (xp.asarray(count + 1.0), *buffers))  # asarray: NumPy gives 0-d results as scalars
+        return params, tree_node(
+            state, (xp.asarray(count + 1.0), *buffers)
+        )  # asarray: NumPy gives 0-d results as scalars
 
     def inplace_step(self) -> Callable | None:
         """``_step_inplace`` when it is the in-place form of the ``_step`` this optimizer runs, else None."""

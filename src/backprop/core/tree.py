@@ -7,7 +7,8 @@ passed through ``jax.jit``.  Everything that walks a tree walks it here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Tree = Any  # an array, or a tuple/list of Trees
 
@@ -73,4 +74,3 @@ def tree_unflatten(structure: Any, leaves: list, like: Tree = None) -> Tree:
     if next(it, None) is not None:
         raise ValueError("the tree structure has fewer leaves than were given")
     return tree
-

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device as device_of
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
 from ..backends import to_host
 
@@ -65,8 +66,7 @@ def check_float_kind(kind: str, name: str, dtype: Any) -> None:
         raise TypeError(f"{name} must be real-valued, got complex dtype {dtype}")
     if kind != "f":
         raise TypeError(
-            f"{name} must be a floating-point array, got dtype {dtype}; convert it first, e.g. "
-            f"{name}.astype('float32')"
+            f"{name} must be a floating-point array, got dtype {dtype}; convert it first, e.g. {name}.astype('float32')"
         )
 
 
@@ -86,8 +86,10 @@ def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
         check_finite(xp, A, name)
     except ValueError:
         if dtype != array_dtype(A) and np.isfinite(_host_view(X, name)).all():
-            raise ValueError(f"{name} has values too large for {array_dtype(A)} (the backend's dtype); "
-                             f"rescale it or use BACKPROP_DTYPE=float64") from None
+            raise ValueError(
+                f"{name} has values too large for {array_dtype(A)} (the backend's dtype); "
+                f"rescale it or use BACKPROP_DTYPE=float64"
+            ) from None
         raise
     return A
 
@@ -115,12 +117,17 @@ def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str
         labels = to_namespace(y if host is None else host, xp, like)
         low, high = (int(xp.min(labels)), int(xp.max(labels))) if host is None else (int(host.min()), int(host.max()))
         if low < 0 or high >= n_outputs:
-            raise ValueError(f"{name} has labels out of range [{low}, {high}]; the network has {n_outputs} classes 0..{n_outputs - 1}")
+            raise ValueError(
+                f"{name} has labels out of range [{low}, {high}]; "
+                f"the network has {n_outputs} classes 0..{n_outputs - 1}"
+            )
         classes = xp.arange(n_outputs, dtype=labels.dtype, device=device_of(like))
         return xp.astype(xp.expand_dims(labels, axis=1) == classes, like.dtype)
     if len(shape) == 1:
         if n_outputs != 1:
-            raise ValueError(f"{name} is 1-D but the network has {n_outputs} outputs; pass shape ({n_samples}, {n_outputs})")
+            raise ValueError(
+                f"{name} is 1-D but the network has {n_outputs} outputs; pass shape ({n_samples}, {n_outputs})"
+            )
         shape = (n_samples, 1)
     elif shape[1] != n_outputs:
         raise ValueError(f"{name} has {shape[1]} columns, but the network has {n_outputs} outputs")

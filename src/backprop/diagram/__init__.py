@@ -49,16 +49,27 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .html import index_html
 from .numbers import MAX_BATCH, MAX_LAYERS, MAX_UNITS, Numbers, check_limits, collect, fmt, parse_number, sub
 from .pages import Page, page_builders
 
 __all__ = [
-    "FORMATS", "MAX_BATCH", "MAX_LAYERS", "MAX_UNITS", "Diagram", "Numbers", "Page", "check_limits", "collect",
-    "draw", "fmt", "parse_number", "sub",
+    "FORMATS",
+    "MAX_BATCH",
+    "MAX_LAYERS",
+    "MAX_UNITS",
+    "Diagram",
+    "Numbers",
+    "Page",
+    "check_limits",
+    "collect",
+    "draw",
+    "fmt",
+    "parse_number",
+    "sub",
 ]
 
 FORMATS = ("svg", "png")

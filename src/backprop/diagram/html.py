@@ -73,7 +73,8 @@ def _section(k: int, page: Page, equations_html: str) -> str:
         f'<section id="{e(page.key)}"><h2>{k}. {e(page.title)}</h2>'
         f'<p class="eq">{e(page.equation)}</p><p>{e(page.note)}</p>'
         f'<img src="{e(img.name)}" alt="{e(page.title)}"><p class="links">{links}</p>'
-        + (equations_html if page.key.endswith("-equations") else "") + "</section>"
+        + (equations_html if page.key.endswith("-equations") else "")
+        + "</section>"
     )
 
 

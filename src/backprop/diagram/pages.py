@@ -11,7 +11,7 @@ equations, which ``index.html`` shows as well.  The text ids of every number are
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,10 +57,12 @@ def page_forward(nb: Numbers, act: str, out_act: str) -> Sheet:
     """Step 0: every unit of every H[k] with its examples' values, the targets, then each W and b."""
     s = Sheet()
     n, sizes, L = nb.n_samples, nb.sizes, nb.n_layers
-    top = s.header("Step 0 · the forward pass",
-                   "Zₗ = Hₗ Wₗ + bₗ,   Hₗ₊₁ = f(Zₗ)   for each example (row) of the batch",
-                   n, note="Every unit holds one value per example; the shades tell the examples apart. "
-                   "The parameters are below.")
+    top = s.header(
+        "Step 0 · the forward pass",
+        "Zₗ = Hₗ Wₗ + bₗ,   Hₗ₊₁ = f(Zₗ)   for each example (row) of the batch",
+        n,
+        note="Every unit holds one value per example; the shades tell the examples apart. The parameters are below.",
+    )
     gw = group_width(n)
     col = gw + 1.6
     row = 2 * R + 0.45
@@ -95,11 +97,16 @@ def page_forward(nb: Numbers, act: str, out_act: str) -> Sheet:
         xb = x + 0.45 + w + 0.3
         s.text(xb, y + h / 2, f"b{sub(l)} =", size=9, ha="left")
         wb, hb = s.matrix(xb + 0.4, y + h / 2 - 0.16, nb.b[l][None, :], gid=f"b{l}")
-        s.text(x, y + max(h, hb) + 0.15, f"rows: units of H{sub(l)} (inputs), columns: units of H{sub(l + 1)}",
-               size=SMALL, color=GREY, ha="left")
+        s.text(
+            x,
+            y + max(h, hb) + 0.15,
+            f"rows: units of H{sub(l)} (inputs), columns: units of H{sub(l + 1)}",
+            size=SMALL,
+            color=GREY,
+            ha="left",
+        )
         x = xb + 0.4 + wb + 0.6
     return s
-
 
 
 def page_loss(nb: Numbers, loss_name: str, out_act: str) -> tuple[Sheet, str, str]:
@@ -122,8 +129,12 @@ def page_loss(nb: Numbers, loss_name: str, out_act: str) -> tuple[Sheet, str, st
     else:
         lossf = f"L = −{sc}Σᵢₖ yᵢₖ log ŷᵢₖ,  ŷ = softmax(Z)"
         eq = f"δ{sub(L - 1)} = ∂L/∂Z{sub(L - 1)} = {sc}(ŷ − y)      (softmax and cross-entropy together)"
-    top = s.header("Step 1 · the loss layer", eq, n,
-                   note="Start at the loss: each example's output gets the arrow ∂L/∂ŷ; the target enters with −.")
+    top = s.header(
+        "Step 1 · the loss layer",
+        eq,
+        n,
+        note="Start at the loss: each example's output gets the arrow ∂L/∂ŷ; the target enters with −.",
+    )
     s.text(MARGIN, top, "loss L =", size=9, ha="left")
     xv = MARGIN + text_width("loss L =", 9) + 0.08
     s.text(xv, top, fmt(nb.loss), size=9, ha="left", gid="loss", weight="bold")
@@ -156,13 +167,15 @@ def page_loss(nb: Numbers, loss_name: str, out_act: str) -> tuple[Sheet, str, st
                 xe = xd + R + 1.5 + R
                 s.arrow((xd + R, ym), (xe - R, ym), color=SHADES[i][1])
                 s.text((xd + xe) / 2, ym - 0.12, "×", size=SMALL, color=GREY, ha="right")
-                s.text((xd + xe) / 2, ym - 0.12, fmt(nb.out_fprime[i, k]), size=SMALL, ha="left",
-                       gid=f"fprimeY_{i}_{k}")
+                s.text(
+                    (xd + xe) / 2, ym - 0.12, fmt(nb.out_fprime[i, k]), size=SMALL, ha="left", gid=f"fprimeY_{i}_{k}"
+                )
                 s.text((xd + xe) / 2, ym + 0.12, f"= f′(z), z = {fmt(nb.Z[L - 1][i, k])}", size=SMALL, color=GREY)
                 xd = xe
             s.node(xd, ym, nb.delta[L - 1][i, k], i, gid=f"delta{L - 1}_{i}_{k}")
-            s.text(xd, ym - R - 0.1, f"δ{sub(L - 1)}" + ("" if two_step or fused else " = ∂L/∂ŷ"), size=SMALL,
-                   color=GREY)
+            s.text(
+                xd, ym - R - 0.1, f"δ{sub(L - 1)}" + ("" if two_step or fused else " = ∂L/∂ŷ"), size=SMALL, color=GREY
+            )
     return s, eq, lossf
 
 
@@ -203,8 +216,7 @@ def _accumulation_grid(s: Sheet, top: float, nb: Numbers, l: int, bias: bool):
     for a, yr in enumerate(yrows):
         ym = yr + box_h / 2
         s.text(MARGIN + 0.1, ym, str(a) if not bias else "", size=SMALL, color=GREY, ha="left")
-        unit_group(s, MARGIN + 0.3, ym, rows_in[:, a], n,
-                    None if bias else (lambda i, a=a: f"H{l}_{i}_{a}"))
+        unit_group(s, MARGIN + 0.3, ym, rows_in[:, a], n, None if bias else (lambda i, a=a: f"H{l}_{i}_{a}"))
         for b in range(B):
             bx = left + b * col + gw + 0.3
             lines = []
@@ -233,8 +245,10 @@ def page_weights(nb: Numbers, l: int, step: int) -> tuple[Sheet, str, str]:
     eq = f"dW{sub(l)} = H{sub(l)}ᵀ δ{sub(l)}:   dW{sub(l)}[j,k] = Σᵢ h{sub(l)}[i,j] · δ{sub(l)}[i,k]"
     if nb.penalty[l] is not None:
         eq += f"  + α·s·W{sub(l)}[j,k]"
-    note = (f"Each example i sends an arrow from δ{sub(l)}[i,k] into weight [j,k], multiplied by its input "
-            f"h{sub(l)}[i,j]; the box adds the arrows.")
+    note = (
+        f"Each example i sends an arrow from δ{sub(l)}[i,k] into weight [j,k], multiplied by its input "
+        f"h{sub(l)}[i,j]; the box adds the arrows."
+    )
     top = s.header(f"Step {step} · weights of layer {l}", eq, nb.n_samples, note=note)
     _accumulation_grid(s, top, nb, l, bias=False)
     return s, eq, note
@@ -257,8 +271,10 @@ def page_hidden(nb: Numbers, l: int, step: int) -> tuple[Sheet, str, str]:
     W, D = nb.W[l], nb.delta[l]
     A, B = W.shape
     eq = f"dH{sub(l)} = δ{sub(l)} W{sub(l)}ᵀ:   dH{sub(l)}[i,j] = Σₖ δ{sub(l)}[i,k] · w{sub(l)}[j,k]"
-    note = ("Per example: every unit k above sends its δ to every unit j below, multiplied by the weight "
-            "w[j,k]; the examples do not mix.")
+    note = (
+        "Per example: every unit k above sends its δ to every unit j below, multiplied by the weight "
+        "w[j,k]; the examples do not mix."
+    )
     top = s.header(f"Step {step} · hidden units H{sub(l)}", eq, n, note=note)
     bw = 1.45
     box_h = (B + 1) * LH + 0.14
@@ -286,8 +302,9 @@ def page_hidden(nb: Numbers, l: int, step: int) -> tuple[Sheet, str, str]:
         for a in range(A):
             yb0 = y_boxes_top + a * boxp + 0.12
             lines = [(f"×{fmt(W[a, b])}", nb.terms[l][i, a, b], f"dH{l}_{i}_{a}_from{b}") for b in range(B)]
-            ys, _ = sum_box(s, bx, yb0, bw, lines, nb.dH[l][i, a], f"dH{l}_{i}_{a}", arrow_side="right",
-                             title=f"unit {a}")
+            ys, _ = sum_box(
+                s, bx, yb0, bw, lines, nb.dH[l][i, a], f"dH{l}_{i}_{a}", arrow_side="right", title=f"unit {a}"
+            )
             for b in range(B):
                 s.arrow((xn - R, ynodes[b]), (bx + bw, ys[b]), color=SHADES[i][1], lw=0.9, head=7)
     return s, eq, note
@@ -300,8 +317,7 @@ def page_activation(nb: Numbers, l: int, step: int, act: str) -> tuple[Sheet, st
     A = nb.sizes[l]
     lo, up = sub(l - 1), sub(l)
     eq = f"δ{lo} = dH{up} ⊙ f′(Z{lo}):   δ{lo}[i,j] = dH{up}[i,j] · f′(z{lo}[i,j]),   f = {act}"
-    note = ("Through the non-linearity: one arrow per unit and example, multiplied by the slope f′ at that "
-            "example's z.")
+    note = "Through the non-linearity: one arrow per unit and example, multiplied by the slope f′ at that example's z."
     top = s.header(f"Step {step} · through the non-linearity of H{sub(l)}", eq, n, note=note)
     cell = 2 * R + 1.7 + 2 * R + 0.55
     rowh = 2 * R + 0.55
@@ -324,8 +340,9 @@ def page_activation(nb: Numbers, l: int, step: int, act: str) -> tuple[Sheet, st
             s.text(xm - 0.02, ya - 0.12, "×", size=SMALL, color=GREY, ha="right")
             s.text(xm, ya - 0.12, fmt(nb.fprime[l][i, a]), size=SMALL, ha="left", gid=f"fprime{l}_{i}_{a}")
             s.text(xm - 0.02, ya + 0.13, "z =", size=SMALL, color=GREY, ha="right")
-            s.text(xm + 0.02, ya + 0.13, fmt(nb.Z[l - 1][i, a]), size=SMALL, color=GREY, ha="left",
-                   gid=f"Z{l - 1}_{i}_{a}")
+            s.text(
+                xm + 0.02, ya + 0.13, fmt(nb.Z[l - 1][i, a]), size=SMALL, color=GREY, ha="left", gid=f"Z{l - 1}_{i}_{a}"
+            )
             s.node(xd, ya, nb.delta[l - 1][i, a], i, gid=f"delta{l - 1}_{i}_{a}")
     return s, eq, note
 
@@ -337,14 +354,29 @@ def equations(nb: Numbers) -> list[tuple[str, list]]:
     sc = "" if st == "1" else f"{st}·"
     eqs = []
     if nb.out_fprime is not None:
-        eqs.append((f"δ{sub(L - 1)} = {sc}(ŷ − y) ⊙ f′(Z{sub(L - 1)}) =",
-                    [("", nb.H[L], "eq-Yhat", True), ("−", nb.Y, "eq-Y", True),
-                     ("⊙", nb.out_fprime, "eq-fprimeY", True),
-                     ("=", nb.delta[L - 1], f"eq-delta{L - 1}", True)]))
+        eqs.append(
+            (
+                f"δ{sub(L - 1)} = {sc}(ŷ − y) ⊙ f′(Z{sub(L - 1)}) =",
+                [
+                    ("", nb.H[L], "eq-Yhat", True),
+                    ("−", nb.Y, "eq-Y", True),
+                    ("⊙", nb.out_fprime, "eq-fprimeY", True),
+                    ("=", nb.delta[L - 1], f"eq-delta{L - 1}", True),
+                ],
+            )
+        )
     else:
         lhs = f"δ{sub(L - 1)} = {sc}(ŷ − y) ="
-        eqs.append((lhs, [("", nb.H[L], "eq-Yhat", True), ("−", nb.Y, "eq-Y", True),
-                          ("=", nb.delta[L - 1], f"eq-delta{L - 1}", True)]))
+        eqs.append(
+            (
+                lhs,
+                [
+                    ("", nb.H[L], "eq-Yhat", True),
+                    ("−", nb.Y, "eq-Y", True),
+                    ("=", nb.delta[L - 1], f"eq-delta{L - 1}", True),
+                ],
+            )
+        )
     for l in reversed(range(L)):
         terms = [("", nb.H[l].T, None, False), ("", nb.delta[l], None, True)]
         lhs = f"dW{sub(l)} = H{sub(l)}ᵀ δ{sub(l)}" + (f" + α·s·W{sub(l)}" if nb.penalty[l] is not None else "") + " ="
@@ -354,12 +386,22 @@ def equations(nb: Numbers) -> list[tuple[str, list]]:
         eqs.append((lhs, terms))
         eqs.append((f"db{sub(l)} = 1ᵀ δ{sub(l)} =", [("", nb.db[l][None, :], f"eq-db{l}", False)]))
         if l > 0:
-            eqs.append((f"dH{sub(l)} = δ{sub(l)} W{sub(l)}ᵀ =",
-                        [("", nb.delta[l], None, True), ("", nb.W[l].T, None, False),
-                         ("=", nb.dH[l], f"eq-dH{l}", True)]))
-            eqs.append((f"δ{sub(l - 1)} = dH{sub(l)} ⊙ f′(Z{sub(l - 1)}) =",
-                        [("", nb.dH[l], None, True), ("⊙", nb.fprime[l], None, True),
-                         ("=", nb.delta[l - 1], f"eq-delta{l - 1}", True)]))
+            eqs.append(
+                (
+                    f"dH{sub(l)} = δ{sub(l)} W{sub(l)}ᵀ =",
+                    [("", nb.delta[l], None, True), ("", nb.W[l].T, None, False), ("=", nb.dH[l], f"eq-dH{l}", True)],
+                )
+            )
+            eqs.append(
+                (
+                    f"δ{sub(l - 1)} = dH{sub(l)} ⊙ f′(Z{sub(l - 1)}) =",
+                    [
+                        ("", nb.dH[l], None, True),
+                        ("⊙", nb.fprime[l], None, True),
+                        ("=", nb.delta[l - 1], f"eq-delta{l - 1}", True),
+                    ],
+                )
+            )
     return eqs
 
 
@@ -397,8 +439,11 @@ def page_builders(model, nb: Numbers) -> list[tuple[str, Callable[[], tuple[Shee
 
     def forward():
         eq = "Zₗ = Hₗ Wₗ + bₗ,  Hₗ₊₁ = f(Zₗ)"
-        return page_forward(nb, act, out_act), eq, ("Every unit holds one value per example; the shades tell "
-                                                     "the examples apart.")
+        return (
+            page_forward(nb, act, out_act),
+            eq,
+            ("Every unit holds one value per example; the shades tell the examples apart."),
+        )
 
     def loss():
         s, eq, lossf = page_loss(nb, loss_name, out_act)
@@ -412,9 +457,13 @@ def page_builders(model, nb: Numbers) -> list[tuple[str, Callable[[], tuple[Shee
         step += 2
         if l > 0:
             pages.append((f"hidden-{l}", lambda l=l, k=step: page_hidden(nb, l, k), f"Hidden units H{sub(l)}"))
-            pages.append((f"activation-{l}", lambda l=l, k=step + 1: page_activation(nb, l, k, act),
-                          f"Through the non-linearity of H{sub(l)}"))
+            pages.append(
+                (
+                    f"activation-{l}",
+                    lambda l=l, k=step + 1: page_activation(nb, l, k, act),
+                    f"Through the non-linearity of H{sub(l)}",
+                )
+            )
             step += 2
     pages.append(("equations", lambda k=step: page_equations(nb, k), "The matrix equations"))
     return pages
-

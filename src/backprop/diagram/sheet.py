@@ -11,8 +11,8 @@ rendered.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,7 +36,7 @@ NUM = 7.5  # font size of numbers
 SMALL = 6.5  # font size of annotations
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(family: str, size: float, weight: str):
     from matplotlib.font_manager import FontProperties
 
@@ -61,14 +61,25 @@ class Sheet:
     def _extend(self, x: float, y: float) -> None:
         self.x1, self.y1 = max(self.x1, x), max(self.y1, y)
 
-    def text(self, x, y, s, size=NUM, color="black", ha="center", va="center", gid=None, weight="normal",
-             family="DejaVu Sans", bg=None):
+    def text(
+        self,
+        x,
+        y,
+        s,
+        size=NUM,
+        color="black",
+        ha="center",
+        va="center",
+        gid=None,
+        weight="normal",
+        family="DejaVu Sans",
+        bg=None,
+    ):
         w = text_width(s, size, weight)
         self._extend(x + (w if ha == "left" else w / 2 if ha == "center" else 0), y + size / 72)
 
         def op(ax, Y):
-            t = ax.text(x, Y(y), s, fontproperties=_font(family, size, weight), color=color, ha=ha, va=va,
-                        zorder=5)
+            t = ax.text(x, Y(y), s, fontproperties=_font(family, size, weight), color=color, ha=ha, va=va, zorder=5)
             if bg is not None:
                 t.set_bbox(dict(boxstyle="square,pad=0.1", fc=bg, ec="none"))
             if gid is not None:
@@ -92,8 +103,19 @@ class Sheet:
         def op(ax, Y):
             from matplotlib.patches import FancyBboxPatch
 
-            ax.add_artist(FancyBboxPatch((x, Y(y + h)), w, h, boxstyle=f"round,pad=0,rounding_size={pad}",
-                                        fc=fc, ec=ec, lw=lw, ls=ls, zorder=zorder))
+            ax.add_artist(
+                FancyBboxPatch(
+                    (x, Y(y + h)),
+                    w,
+                    h,
+                    boxstyle=f"round,pad=0,rounding_size={pad}",
+                    fc=fc,
+                    ec=ec,
+                    lw=lw,
+                    ls=ls,
+                    zorder=zorder,
+                )
+            )
 
         self.ops.append(op)
 
@@ -104,8 +126,16 @@ class Sheet:
         def op(ax, Y):
             from matplotlib.lines import Line2D
 
-            ax.add_artist(Line2D([p[0] for p in points], [Y(p[1]) for p in points], color=color, lw=lw,
-                                 zorder=zorder, solid_capstyle="butt"))
+            ax.add_artist(
+                Line2D(
+                    [p[0] for p in points],
+                    [Y(p[1]) for p in points],
+                    color=color,
+                    lw=lw,
+                    zorder=zorder,
+                    solid_capstyle="butt",
+                )
+            )
 
         self.ops.append(op)
 
@@ -116,9 +146,19 @@ class Sheet:
         def op(ax, Y):
             from matplotlib.patches import FancyArrowPatch
 
-            ax.add_artist(FancyArrowPatch((p0[0], Y(p0[1])), (p1[0], Y(p1[1])), arrowstyle="-|>",
-                                         mutation_scale=head, color=color, lw=lw, shrinkA=0, shrinkB=0,
-                                         zorder=zorder))
+            ax.add_artist(
+                FancyArrowPatch(
+                    (p0[0], Y(p0[1])),
+                    (p1[0], Y(p1[1])),
+                    arrowstyle="-|>",
+                    mutation_scale=head,
+                    color=color,
+                    lw=lw,
+                    shrinkA=0,
+                    shrinkB=0,
+                    zorder=zorder,
+                )
+            )
 
         self.ops.append(op)
 
@@ -157,8 +197,9 @@ class Sheet:
         for i in range(r):
             yi = y + 0.05 + (i + 0.5) * rh
             if rows_shaded:
-                self.rect(x + 0.06, yi - rh / 2 + 0.01, w - 0.12, rh - 0.02, fc=SHADES[i][3], ec="none", pad=0.02,
-                          zorder=1)
+                self.rect(
+                    x + 0.06, yi - rh / 2 + 0.01, w - 0.12, rh - 0.02, fc=SHADES[i][3], ec="none", pad=0.02, zorder=1
+                )
             for j in range(c):
                 self.text(x + 0.08 + (j + 0.5) * cw, yi, fmt(M[i, j]), gid=None if gid is None else f"{gid}_{i}_{j}")
         for side, x0 in (("l", x), ("r", x + w)):
@@ -236,4 +277,3 @@ def sum_box(s: Sheet, x, y, w, lines, total, total_gid, arrow_side="left", title
         s.text(x + w - 0.08, yt, "Σ", size=8, ha="right", weight="bold")
         s.text(x + 0.08, yt, fmt(total), ha="left", weight="bold", gid=total_gid)
     return ys, h
-

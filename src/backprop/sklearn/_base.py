@@ -114,8 +114,9 @@ class _BaseMLP(BaseEstimator):
         return self.n_outputs_ if self.out_activation_ == "identity" else 1
 
     def _model(self) -> _SklearnMLP:
-        return _SklearnMLP(self._layer_units(), self.activation, self.out_activation_, float(self.alpha),
-                           self._loss_divisor())
+        return _SklearnMLP(
+            self._layer_units(), self.activation, self.out_activation_, float(self.alpha), self._loss_divisor()
+        )
 
     def _optimizer(self):
         if self.solver == "sgd":
@@ -291,10 +292,11 @@ class _BaseMLP(BaseEstimator):
         X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # on the device (NumPy: as they are)
         with deferred_interrupt() as interrupted:  # Ctrl-C lands between steps, on every backend
             try:
-                self._epochs(backend, model, trainer, (X_train, Y_train, batches), (X_val, y_val), incremental,
-                             interrupted)
+                self._epochs(
+                    backend, model, trainer, (X_train, Y_train, batches), (X_val, y_val), incremental, interrupted
+                )
             except KeyboardInterrupt:
-                warnings.warn("Training interrupted by user.")
+                warnings.warn("Training interrupted by user.", stacklevel=2)
         if self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
         else:
@@ -307,7 +309,10 @@ class _BaseMLP(BaseEstimator):
             return X, Y, None, None
         should_stratify = is_classifier(self) and self.n_outputs_ == 1  # as scikit-learn: binary only
         X_train, X_val, Y_train, y_val = train_test_split(
-            X, Y, random_state=self._random_state, test_size=self.validation_fraction,
+            X,
+            Y,
+            random_state=self._random_state,
+            test_size=self.validation_fraction,
             stratify=Y if should_stratify else None,
         )
         if X_val.shape[0] < 2:
@@ -322,7 +327,9 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size == "auto":
             return min(200, n_samples)
         if self.batch_size > n_samples:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
+            )
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _epochs(self, backend, model, trainer, train, validation, incremental: bool, interrupted) -> None:
@@ -355,6 +362,7 @@ class _BaseMLP(BaseEstimator):
                     "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
                     % self.max_iter,
                     ConvergenceWarning,
+                    stacklevel=3,
                 )
 
     def _record_epoch(self, total: float, n_samples: int) -> None:
@@ -384,7 +392,7 @@ class _BaseMLP(BaseEstimator):
         else:
             score = self._score_function(y_val, y_pred)
         self.validation_scores_.append(score)
-        self._print("Validation score: %f" % score)
+        self._print(f"Validation score: {score:f}")
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
         else:

@@ -82,15 +82,25 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
 
     shapes = [W.shape for W in estimator.coefs_]
     value_and_grad = _value_and_grad(
-        backend, tuple(estimator._layer_units()), estimator.activation, estimator.out_activation_,
-        float(estimator.alpha))
+        backend,
+        tuple(estimator._layer_units()),
+        estimator.activation,
+        estimator.out_activation_,
+        float(estimator.alpha),
+    )
     fun = _objective(backend, value_and_grad, shapes, backend.asarray(X), backend.asarray(Y))
     callback = None
     if estimator.verbose:
+
         def callback(intermediate_result):
-            print("L-BFGS iteration, loss = %.8f" % intermediate_result.fun)
+            print(f"L-BFGS iteration, loss = {intermediate_result.fun:.8f}")
+
     result = scipy.optimize.minimize(
-        fun, _pack(estimator.coefs_, estimator.intercepts_), method="L-BFGS-B", jac=True, callback=callback,
+        fun,
+        _pack(estimator.coefs_, estimator.intercepts_),
+        method="L-BFGS-B",
+        jac=True,
+        callback=callback,
         options={"maxfun": estimator.max_fun, "maxiter": estimator.max_iter, "gtol": estimator.tol},
     )
     if result.status != 0:
@@ -101,4 +111,5 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
     estimator.coefs_ = [W.astype(dtype) for W in coefs]
     estimator.intercepts_ = [b.astype(dtype) for b in intercepts]
     estimator.loss_ = _reported_loss(
-        float(result.fun), estimator.coefs_, estimator.alpha, X.shape[0], estimator._loss_divisor())
+        float(result.fun), estimator.coefs_, estimator.alpha, X.shape[0], estimator._loss_divisor()
+    )

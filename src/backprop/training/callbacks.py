@@ -32,7 +32,9 @@ class EarlyStopping(Callback):
     parameters of the best epoch back when training ends.
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(
+        self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0, restore_best: bool = True
+    ):
         if patience < 0 or min_delta < 0:
             raise ValueError(f"patience and min_delta must be >= 0, got {patience} and {min_delta}")
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best

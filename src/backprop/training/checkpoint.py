@@ -76,7 +76,9 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     try:
         header = json.loads(raw)
     except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {path!r} has no readable backprop metadata (not a backprop checkpoint, or corrupted)") from None
+        raise CheckpointError(
+            f"checkpoint {path!r} has no readable backprop metadata (not a backprop checkpoint, or corrupted)"
+        ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path!r} is not a {FORMAT} file")
     if header.get("sha256") != checksum(tensors, header.get("metadata")):

@@ -88,7 +88,9 @@ def make_mesh(devices):
 
     if isinstance(devices, Mesh):
         if AXIS not in devices.axis_names:
-            raise ValueError(f"the mesh must have an axis named {AXIS!r} for the batch; its axes are {devices.axis_names}")
+            raise ValueError(
+                f"the mesh must have an axis named {AXIS!r} for the batch; its axes are {devices.axis_names}"
+            )
         return devices
     every = jax.devices()
     if isinstance(devices, str):
@@ -97,8 +99,10 @@ def make_mesh(devices):
         chosen = every
     elif isinstance(devices, int) and not isinstance(devices, bool):
         if not 1 <= devices <= len(every):
-            raise ValueError(f"devices={devices}: JAX sees {len(every)} device(s) ({_names(every)}); on a CPU, "
-                             f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} simulates {devices}")
+            raise ValueError(
+                f"devices={devices}: JAX sees {len(every)} device(s) ({_names(every)}); on a CPU, "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} simulates {devices}"
+            )
         chosen = every[:devices]
     elif isinstance(devices, (list, tuple)) and devices:
         chosen = list(devices)
@@ -154,7 +158,9 @@ class DataParallel:
         for d in flat:
             per_process[d.process_index] = per_process.get(d.process_index, 0) + 1
         if self.process_index not in per_process:
-            raise ValueError(f"none of the mesh's devices ({_names(flat)}) belongs to this process ({self.process_index})")
+            raise ValueError(
+                f"none of the mesh's devices ({_names(flat)}) belongs to this process ({self.process_index})"
+            )
         if len(per_process) != self.process_count or len(set(per_process.values())) != 1:
             raise ValueError(
                 f"every one of the {self.process_count} processes must own the same number of the mesh's devices; "
@@ -166,8 +172,10 @@ class DataParallel:
         self.sharded = NamedSharding(mesh, PartitionSpec(AXIS))
 
     def __repr__(self) -> str:
-        return (f"DataParallel(data={self.data_size} devices [{_names(self.mesh.devices.flat)}], "
-                f"processes={self.process_count})")
+        return (
+            f"DataParallel(data={self.data_size} devices [{_names(self.mesh.devices.flat)}], "
+            f"processes={self.process_count})"
+        )
 
     # -- batch sizes ---------------------------------------------------------------------------
     def local_batch_size(self, batch_size: int, n_local: int) -> int:

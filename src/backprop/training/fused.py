@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -119,8 +120,14 @@ class FusedStep:
         constant = isinstance(optimizer.lr, Constant) and type(optimizer).learning_rate is Optimizer.learning_rate
         self._constant_lr = optimizer.lr.lr if constant else None  # else asked of the optimizer every step
         # plain SGD at a constant rate: η rides in on the output layer's δ, and the update is p − η g
-        self._lr_in_delta = (constant and type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
-                             and optimizer.clip_norm is None and not model.alpha)
+        self._lr_in_delta = (
+            constant
+            and type(optimizer) is SGD
+            and not optimizer.momentum
+            and not optimizer.weight_decay
+            and optimizer.clip_norm is None
+            and not model.alpha
+        )
         self._delta_lr = self._constant_lr if self._lr_in_delta else 1.0
         activation, link, xp = model.activation, model.loss_layer, backend.xp
         self._fused_derivative = activation.f_into is not None and activation.df_into is not None
@@ -137,7 +144,9 @@ class FusedStep:
         sizes = model.layer_sizes
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.size = sum(a * b for a, b in self.shapes)
-        scratch = not self._lr_in_delta and (bool(model.alpha) or (self._update is not None and optimizer.inplace_scratch()))
+        scratch = not self._lr_in_delta and (
+            bool(model.alpha) or (self._update is not None and optimizer.inplace_scratch())
+        )
         rows = lib is np and self.size > DOT_SUM_MAX  # summed by rows (see `_summers`)
         padded = -(-self.size // SUM_ROW) * SUM_ROW if rows else self.size
         with self._on_device():
@@ -155,8 +164,13 @@ class FusedStep:
             self._decay_blocks, self._decay_c = self._views(self._decay)[0], None
         blocks, self._params = zip(*(self._views(b) for b in self._buffers))
         # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer, with Θ in buffer k and dΘ in the other one, for k = 0, 1
-        self._layers = [[(theta[:-1], theta[-1], theta[:-1].T, dtheta[:-1], dtheta[-1])
-                         for theta, dtheta in zip(blocks[k], blocks[1 - k])] for k in (0, 1)]
+        self._layers = [
+            [
+                (theta[:-1], theta[-1], theta[:-1].T, dtheta[:-1], dtheta[-1])
+                for theta, dtheta in zip(blocks[k], blocks[1 - k])
+            ]
+            for k in (0, 1)
+        ]
         self._cur = 0  # self._buffers[self._cur] holds the parameters
         self._plans: dict[int, _Plan] = {}
 
@@ -320,10 +334,15 @@ class FusedStep:
         if not rows:
             return [flat.sum for flat in buffers]
         n_rows = buffers[0].size // SUM_ROW
-        ones, partial, ones_rows = (lib.ones(SUM_ROW, dtype=dtype), lib.empty(n_rows, dtype=dtype),
-                                    lib.ones(n_rows, dtype=dtype))
-        return [lambda table=flat.reshape(n_rows, SUM_ROW): lib.dot(lib.dot(table, ones, out=partial), ones_rows)
-                for flat in buffers]
+        ones, partial, ones_rows = (
+            lib.ones(SUM_ROW, dtype=dtype),
+            lib.empty(n_rows, dtype=dtype),
+            lib.ones(n_rows, dtype=dtype),
+        )
+        return [
+            lambda table=flat.reshape(n_rows, SUM_ROW): lib.dot(lib.dot(table, ones, out=partial), ones_rows)  # noqa: B008
+            for flat in buffers
+        ]
 
     def _finite(self, loss, k: int) -> bool:
         """Whether the loss and every entry of buffer k are finite (NaN and inf propagate into a sum)."""
@@ -339,8 +358,13 @@ class FusedStep:
         t = float(state[0])  # the step count, as the optimizer's state holds it
         with self._quiet():
             H0 = plan.H[0]  # a C-contiguous NumPy batch of the step's dtype is read where it is
-            if not (self.lib is np and type(X) is np.ndarray and X.dtype == H0.dtype and X.shape == H0.shape
-                    and X.flags.c_contiguous):
+            if not (
+                self.lib is np
+                and type(X) is np.ndarray
+                and X.dtype == H0.dtype
+                and X.shape == H0.shape
+                and X.flags.c_contiguous
+            ):
                 H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
             loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
@@ -352,8 +376,16 @@ class FusedStep:
         refused); on CuPy, the backend's GPU as the current device."""
         return np.errstate(all="ignore") if self.lib is np else self._on_device()
 
-    def epoch(self, params, state, X, Y, batches: Sequence, should_stop: Callable[[], bool] = lambda: False,
-              count_correct: bool = True):
+    def epoch(
+        self,
+        params,
+        state,
+        X,
+        Y,
+        batches: Sequence,
+        should_stop: Callable[[], bool] = lambda: False,
+        count_correct: bool = True,
+    ):
         """The steps on rows ``batches`` (index arrays) of (X, Y), gathered straight into the buffers.
 
         Returns ``(params, state, totals)``, `EpochTotals` of the steps taken: running sums, so

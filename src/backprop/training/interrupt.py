@@ -15,7 +15,10 @@ def deferred_interrupt():
     step's buffers are written in place; JAX's are donated).  Outside the main thread, or when
     SIGINT has a handler other than Python's default, nothing changes and ``interrupted()`` is False.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield lambda: False
         return
     received = []

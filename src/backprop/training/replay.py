@@ -13,7 +13,8 @@ compiled JAX epoch (`backprop.training.trainer.compiled_epoch`) and the fused ep
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 R = TypeVar("R")
 

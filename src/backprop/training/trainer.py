@@ -20,22 +20,22 @@ import functools
 import json
 import math
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import array_api_compat.numpy as npx
 import numpy as np
 
-from . import checkpoint, fused
-from .fused import EpochTotals
 from ..backends import get_backend, to_host
-from .callbacks import Callback
-from .distributed import data_parallel
-from .interrupt import deferred_interrupt
-from .replay import replay_if_not_finite
 from ..core.mlp import MLP
 from ..core.optim import Adam, from_config
 from ..core.tree import tree_flatten, tree_unflatten
 from ..core.validation import as_matrix, as_targets
+from . import checkpoint, fused
+from .callbacks import Callback
+from .distributed import data_parallel
+from .fused import EpochTotals
+from .interrupt import deferred_interrupt
+from .replay import replay_if_not_finite
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -65,9 +65,17 @@ class _StepKey:
     optimizer: object = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def of(cls, model: MLP, optimizer, backend, unroll: int = 0) -> "_StepKey":
-        return cls(type(model), json.dumps(model.config, sort_keys=True), type(optimizer),
-                   json.dumps(optimizer.config, sort_keys=True), backend, unroll, model, optimizer)
+    def of(cls, model: MLP, optimizer, backend, unroll: int = 0) -> _StepKey:
+        return cls(
+            type(model),
+            json.dumps(model.config, sort_keys=True),
+            type(optimizer),
+            json.dumps(optimizer.config, sort_keys=True),
+            backend,
+            unroll,
+            model,
+            optimizer,
+        )
 
 
 def compiled_step(model: MLP, optimizer, backend) -> Callable:
@@ -176,7 +184,8 @@ def _cached_epoch(key: _StepKey) -> Callable:
 
         start = (params, state, xp.asarray(-1), xp.asarray(0))
         (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(
-            body, start, (batches(X, index), batches(Y, index)), unroll=unroll)
+            body, start, (batches(X, index), batches(Y, index)), unroll=unroll
+        )
         return params, state, losses, corrects, first_bad
 
     fast, safe = jax.jit(optimistic), jax.jit(checked, donate_argnums=(0, 1))  # fast keeps its inputs
@@ -261,8 +270,15 @@ class Trainer:
         self.steps += 1
         return loss, correct
 
-    def run_epoch(self, X, Y, batches: Sequence, interrupted: Callable[[], bool] = lambda: False,
-                  count_correct: bool = True, on_step: Callable[[int, float], None] | None = None) -> EpochTotals:
+    def run_epoch(
+        self,
+        X,
+        Y,
+        batches: Sequence,
+        interrupted: Callable[[], bool] = lambda: False,
+        count_correct: bool = True,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> EpochTotals:
         """The one epoch loop (of `fit` and of the scikit-learn estimators): a step on the rows
         ``batches[b]`` (index arrays) of the validated (X, Y), for b = 0, 1, ... in turn.
 
@@ -275,7 +291,8 @@ class Trainer:
         """
         if on_step is None and self.compile_epochs and isinstance(self.step, fused.FusedStep):
             self.params, self.opt_state, totals = self.step.epoch(
-                self.params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct)
+                self.params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct
+            )
             self.steps += totals.steps
             return totals
         lead = self._scan_batches(X, Y, batches) if on_step is None else 0
@@ -287,8 +304,12 @@ class Trainer:
     def _compiles_epochs(self, X, Y) -> bool:
         """Whether epochs over (X, Y) run as compiled JAX epochs: one device, data of at most MAX_SCAN_BYTES."""
         itemsize = np.dtype(self.backend.dtype_name).itemsize
-        return (self.compile_epochs and self.backend.name == "jax" and self.parallel is None
-                and X.shape[0] * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES)
+        return (
+            self.compile_epochs
+            and self.backend.name == "jax"
+            and self.parallel is None
+            and X.shape[0] * (X.shape[1] + Y.shape[1]) * itemsize <= MAX_SCAN_BYTES
+        )
 
     def _scan_batches(self, X, Y, batches: Sequence) -> int:
         """How many leading batches (of one size) run as one compiled JAX epoch (0: none)."""
@@ -306,9 +327,13 @@ class Trainer:
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
         scale = self.model.scale(len(batches[0]))
-        return EpochTotals(float(np.sum(losses[:done], dtype=np.float64) / scale),
-                           int(np.sum(corrects[:done], dtype=np.float64)), done, first_bad,
-                           float(losses[first_bad]) if first_bad >= 0 else math.nan)
+        return EpochTotals(
+            float(np.sum(losses[:done], dtype=np.float64) / scale),
+            int(np.sum(corrects[:done], dtype=np.float64)),
+            done,
+            first_bad,
+            float(losses[first_bad]) if first_bad >= 0 else math.nan,
+        )
 
     def _stepwise(self, X, Y, batches, start: int, totals: EpochTotals, interrupted, on_step) -> EpochTotals:
         """Batches ``start``... one step at a time, added to ``totals``."""
@@ -357,8 +382,9 @@ class Trainer:
         xp, like = self._home(X)
         model = self.model
         Xc = as_matrix(X, xp, like, model.layer_sizes[0], name=name)
-        Yc = as_targets(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like,
-                        name="y" if name == "X" else f"{name} y")
+        Yc = as_targets(
+            model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like, name="y" if name == "X" else f"{name} y"
+        )
         return Xc, Yc
 
     def _batch(self, A, index, train: bool = False):
@@ -449,15 +475,16 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
 
-            def on_step(b, loss):
+            def on_step(b, loss, epoch=epoch):
                 bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
                 bar.update(1)
                 for cb in callbacks:
                     cb.on_batch_end(self, epoch, b, loss)
 
             steps = self.steps
-            totals = self.run_epoch(X, Y, self._batches(n, batch_size, shuffle), interrupted,
-                                    on_step=on_step if per_batch_hooks else None)
+            totals = self.run_epoch(
+                X, Y, self._batches(n, batch_size, shuffle), interrupted, on_step=on_step if per_batch_hooks else None
+            )
             if not per_batch_hooks:
                 bar.update(self.steps - steps)
             if totals.first_bad >= 0:
@@ -487,11 +514,15 @@ class Trainer:
             Xb, Yb = self._batch(X, index), self._batch(Y, index)
             loss, output = model.value(xp, params, Xb, Yb)
             total_loss += float(loss) / model.scale(len(index))
-            total_correct += float(model.loss_layer.count_correct(xp, output, Yb)) if model.loss_layer.classification else 0.0
+            total_correct += (
+                float(model.loss_layer.count_correct(xp, output, Yb)) if model.loss_layer.classification else 0.0
+            )
         count = X.shape[0]
         if self.parallel is not None and self.parallel.process_count > 1:  # sums over the processes
             penalty = float(model.penalty(xp, params, 1.0)) if model.alpha else 0.0
-            total_loss, total_correct, count = self.parallel.evaluation_sums(total_loss, total_correct, count, penalty, batch_size)
+            total_loss, total_correct, count = self.parallel.evaluation_sums(
+                total_loss, total_correct, count, penalty, batch_size
+            )
         logs = {"loss": total_loss / count}
         if model.loss_layer.classification:
             logs["accuracy"] = total_correct / count
@@ -519,20 +550,28 @@ class Trainer:
             tensors[f"params.{l}.W"], tensors[f"params.{l}.b"] = self.backend.to_numpy(W), self.backend.to_numpy(b)
         leaves, structure = tree_flatten(self.opt_state)
         tensors.update({f"opt_state.{i}": self.backend.to_numpy(a) for i, a in enumerate(leaves)})
-        checkpoint.save(path, tensors, {
-            "model": self.model.config,
-            "optimizer": self.optimizer.config,
-            "opt_state_structure": structure,
-            "epoch": self.epoch,
-            "steps": self.steps,
-            "seed": self.seed,
-            "rng_state": self.rng.state,
-            "history": self.history,
-            "backend": {"name": self.backend.name, "device": self.backend.device_name, "dtype": self.backend.dtype_name},
-        })
+        checkpoint.save(
+            path,
+            tensors,
+            {
+                "model": self.model.config,
+                "optimizer": self.optimizer.config,
+                "opt_state_structure": structure,
+                "epoch": self.epoch,
+                "steps": self.steps,
+                "seed": self.seed,
+                "rng_state": self.rng.state,
+                "history": self.history,
+                "backend": {
+                    "name": self.backend.name,
+                    "device": self.backend.device_name,
+                    "dtype": self.backend.dtype_name,
+                },
+            },
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend=None, devices=None) -> "Trainer":
+    def load(cls, path: str | os.PathLike, backend=None, devices=None) -> Trainer:
         """A Trainer restored from `save`'s file, on ``backend`` (None: ``BACKPROP_BACKEND``), ready to resume
         (on ``devices``: see `Trainer`)."""
         if devices is not None:  # a bad devices value is the caller's error, not the file's
@@ -546,15 +585,18 @@ class Trainer:
                 for l in range(model.n_layers)
             )
             model.check_params(params)
-            leaves = [_leaf_like(tensors[f"opt_state.{i}"], fresh, f"opt_state.{i}", trainer.backend)
-                      for i, fresh in enumerate(tree_flatten(trainer.opt_state)[0])]
+            leaves = [
+                _leaf_like(tensors[f"opt_state.{i}"], fresh, f"opt_state.{i}", trainer.backend)
+                for i, fresh in enumerate(tree_flatten(trainer.opt_state)[0])
+            ]
             opt_state = tree_unflatten(meta["opt_state_structure"], leaves, like=trainer.opt_state)
         except (KeyError, TypeError, ValueError, StopIteration) as exc:
-            raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}") from None
+            raise checkpoint.CheckpointError(
+                f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}"
+            ) from None
         trainer.params, trainer.opt_state = params, opt_state
         if trainer.parallel is not None:
             trainer.params, trainer.opt_state = trainer.parallel.replicate((params, opt_state))
         trainer.epoch, trainer.steps, trainer.history = meta["epoch"], meta["steps"], meta["history"]
         trainer.rng.state = meta["rng_state"]
         return trainer
-
