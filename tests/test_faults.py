@@ -270,3 +270,72 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     restored = Trainer.load(path)
     np.testing.assert_array_equal(restored.params[0][0], trainer.params[0][0])
+
+
+def _resigned(path, edit):
+    """The checkpoint at ``path`` with ``edit(tensors, meta)`` applied and the checksum recomputed:
+    a deliberate edit, which the checksum cannot catch."""
+    from backprop.training import checkpoint
+
+    tensors, meta = checkpoint.load(path)
+    edit(tensors, meta)
+    checkpoint.save(path, tensors, meta)
+    return path
+
+
+def _nested(depth: int):
+    node = 0
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+RESIGNED_EDITS = {
+    "huge layer_sizes": (lambda t, m: m["model"].update(layer_sizes=[4, 40000, 40000, 3]), r"layer_sizes .* needs"),
+    "another optimizer": (lambda t, m: m.update(optimizer={"name": "sgd", "lr": 0.1}), r"sgd state has 1 arrays"),
+    "structure 'x'": (lambda t, m: m.update(opt_state_structure="x"), r"nested lists of 0s"),
+    "structure too deep": (lambda t, m: m.update(opt_state_structure=_nested(500)), r"nested too deeply"),
+    "structure of another shape": (
+        lambda t, m: m.update(opt_state_structure=[0, [0] * 4, [[0, 0]] * 2]),
+        r"does not match",
+    ),
+    "bad rng_state": (lambda t, m: m.update(rng_state={"bit_generator": "PCG64", "state": 5}), r"valid trainer"),
+    "rng_state a string": (lambda t, m: m.update(rng_state="x"), r"rng_state must be"),
+    "epoch 'abc'": (lambda t, m: m.update(epoch="abc"), r"epoch must be a whole number"),
+    "negative steps": (lambda t, m: m.update(steps=-1), r"steps must be a whole number"),
+    "NaN weight": (lambda t, m: t["params.0.W"].__setitem__((0, 0), np.nan), r"params\.0\.W is not a finite"),
+    "inf optimizer state": (lambda t, m: t["opt_state.2"].__setitem__(0, np.inf), r"opt_state\.2 is not a finite"),
+    "history not lists": (lambda t, m: m.update(history={"loss": 3}), r"history must map"),
+    "a stray tensor": (lambda t, m: t.update({"params.9.W": np.zeros(2, np.float32)}), r"unexpected tensors"),
+}
+
+
+@pytest.mark.parametrize("edit, message", RESIGNED_EDITS.values(), ids=list(RESIGNED_EDITS))
+def test_a_resigned_inconsistent_checkpoint_is_refused_before_allocating(tmp_path, edit, message):
+    """Every deliberate, re-signed inconsistency is a CheckpointError naming it, raised before the
+    trainer allocates a network of the claimed size (a 40000-wide layer would take gigabytes)."""
+    import tracemalloc
+
+    path = tmp_path / "m.safetensors"
+    trainer = Trainer(bp.MLP([4, 8, 3], loss="softmax_cross_entropy"), optim.Adam(0.01), backend="numpy")
+    trainer.fit(np.ones((6, 4)), np.arange(6) % 3, epochs=1, batch_size=3, progress=False)
+    trainer.save(path)
+    _resigned(path, edit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(bp.CheckpointError, match=message):
+            Trainer.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # nothing near the claimed network's size
+
+
+def test_a_deeply_nested_header_is_refused(tmp_path):
+    """A header whose JSON nests deeper than the parser's recursion limit is a CheckpointError."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"params.0.W": np.zeros((2, 2), np.float32)}, path, metadata={"backprop": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(bp.CheckpointError, match="no readable backprop metadata"):
+        Trainer.load(path)

@@ -376,3 +376,23 @@ def test_per_batch_callbacks_still_see_every_batch_on_jax():
     counter = Count()
     Trainer(classifier(), backend="jax").fit(X, y, epochs=2, batch_size=32, callbacks=[counter], progress=False)
     assert counter.batches == 6
+
+
+def test_step_caches_are_bounded_and_keyed_by_type(backend_name):
+    """A learning-rate sweep builds one step per rate, but the cache keeps at most its bound; an
+    optimizer subclass with the same config never shares its parent's step."""
+    from backprop.training import trainer as trainer_module
+
+    class Scaled(optim.SGD):
+        def _step(self, xp, params, grads, lr, t, buffers):
+            return super()._step(xp, params, grads, 2 * lr, t, buffers)
+
+    model = classifier()
+    backend = bp.get_backend(backend_name)
+    bound = trainer_module._cached_step.cache_info().maxsize
+    for i in range(bound + 6):
+        trainer_module.compiled_step(model, optim.SGD(0.001 * (i + 1)), backend)
+    assert trainer_module._cached_step.cache_info().currsize <= bound
+    plain = trainer_module.compiled_step(model, optim.SGD(0.1), backend)
+    assert trainer_module.compiled_step(model, Scaled(0.1), backend) is not plain
+    assert trainer_module.compiled_step(bp.MLP(**model.config), optim.SGD(0.1), backend) is plain  # same config

@@ -2,7 +2,10 @@
 
 Tensors are NumPy arrays (``safetensors.numpy``); the metadata is one JSON document stored under
 the header key ``"backprop"`` together with a SHA-256 checksum of every tensor (name, dtype,
-shape, bytes) and of the metadata itself, so a truncated, corrupted or edited file is refused.
+shape, bytes) and of the metadata itself, so a truncated or accidentally damaged file is refused.
+The checksum has no key: it does not protect against a deliberate edit whose author recomputes
+it.  Such a file is held to the trainer's own checks instead (`Trainer.load`), which refuse every
+inconsistency with `CheckpointError` before allocating anything the file does not contain.
 Nothing is ever pickled.  A write goes to a temporary file in the same folder, is flushed to
 disk, then renamed over the target: a crash mid-save leaves the previous file intact.
 """
@@ -75,7 +78,7 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted: {exc}") from None
     try:
         header = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise CheckpointError(
             f"checkpoint {path!r} has no readable backprop metadata (not a backprop checkpoint, or corrupted)"
         ) from None

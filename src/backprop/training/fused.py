@@ -324,9 +324,8 @@ class FusedStep:
         """For each flat buffer (zero-padded to whole rows if ``rows``), a function that returns
         Σ of its entries, the cheapest way for its size: one BLAS dot with ones up to DOT_SUM_MAX
         entries (less per call than a reduction); above, on NumPy, a product of its rows of
-        SUM_ROW entries with ones, then a dot over the row sums (NumPy's own float32 sum is 3×
-        slower on the development VM: 126 against 39 µs for mnist's 536k parameters); elsewhere
-        the backend's reduction (one kernel on CuPy)."""
+        SUM_ROW entries with ones, then a dot over the row sums (faster than NumPy's own float32
+        sum: docs/benchmarks.md); elsewhere the backend's reduction (one kernel on CuPy)."""
         lib, dtype = self.lib, self.dtype
         if self.size <= DOT_SUM_MAX:
             ones = lib.ones(self.size, dtype=dtype)

@@ -207,6 +207,40 @@ def _diverged(where: str, loss: float) -> TrainingDivergedError:
     )
 
 
+def _check_checkpoint(meta, tensors: dict) -> MLP:
+    """The model a checkpoint's metadata describes, after checking the metadata against the tensors
+    the file holds (before anything the size of the network is allocated): every layer's W and b of
+    the shapes ``layer_sizes`` says, finite parameters and optimizer state, a whole number of epochs
+    and steps, and a history of lists.  ValueError or TypeError naming the first inconsistency."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise ValueError("the metadata has no model description")
+    sizes = meta["model"].get("layer_sizes")
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(type(s) is int and s >= 1 for s in sizes):
+        raise ValueError(f"layer_sizes must be a list of at least two positive integers, got {sizes!r}")
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for name, shape in ((f"params.{l}.W", (fan_in, fan_out)), (f"params.{l}.b", (fan_out,))):
+            stored = tensors.get(name)
+            if stored is None or tuple(stored.shape) != shape:
+                got = "missing" if stored is None else f"of shape {tuple(stored.shape)}"
+                raise ValueError(f"layer_sizes {sizes} needs {name} of shape {shape}; the file's is {got}")
+    expected = {f"params.{l}.{p}" for l in range(len(sizes) - 1) for p in "Wb"}
+    extra = sorted(n for n in tensors if n not in expected and not n.startswith("opt_state."))
+    if extra:
+        raise ValueError(f"unexpected tensors {extra[:3]}")
+    for name, array in tensors.items():
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+            raise ValueError(f"{name} is not a finite floating-point array")
+    for key in ("epoch", "steps"):
+        if type(meta.get(key)) is not int or meta[key] < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {meta.get(key)!r}")
+    history = meta.get("history")
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ValueError("history must map names to lists")
+    if not isinstance(meta.get("rng_state"), dict):
+        raise ValueError(f"rng_state must be a generator state, got {type(meta.get('rng_state')).__name__}")
+    return MLP(**meta["model"])
+
+
 def _leaf_like(stored: np.ndarray, fresh, name: str, backend):
     """A stored optimizer-state array on the backend, shaped as a fresh state's (a 0-d count comes
     back from safetensors as shape (1,)); ValueError when the shapes disagree."""
@@ -578,19 +612,24 @@ class Trainer:
             data_parallel(devices, get_backend(backend))
         tensors, meta = checkpoint.load(path)
         try:
-            model = MLP(**meta["model"])
+            model = _check_checkpoint(meta, tensors)
             trainer = cls(model, from_config(meta["optimizer"]), backend=backend, seed=meta["seed"], devices=devices)
             params = tuple(
                 (trainer.backend.asarray(tensors[f"params.{l}.W"]), trainer.backend.asarray(tensors[f"params.{l}.b"]))
                 for l in range(model.n_layers)
             )
-            model.check_params(params)
+            fresh, _ = tree_flatten(trainer.opt_state)
+            if len(fresh) != sum(name.startswith("opt_state.") for name in tensors):
+                raise ValueError(f"the {trainer.optimizer.name} state has {len(fresh)} arrays, the file another number")
             leaves = [
-                _leaf_like(tensors[f"opt_state.{i}"], fresh, f"opt_state.{i}", trainer.backend)
-                for i, fresh in enumerate(tree_flatten(trainer.opt_state)[0])
+                _leaf_like(tensors[f"opt_state.{i}"], leaf, f"opt_state.{i}", trainer.backend)
+                for i, leaf in enumerate(fresh)
             ]
             opt_state = tree_unflatten(meta["opt_state_structure"], leaves, like=trainer.opt_state)
-        except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            if tree_flatten(opt_state)[1] != tree_flatten(trainer.opt_state)[1]:
+                raise ValueError(f"opt_state_structure does not match the {trainer.optimizer.name} state")
+            trainer.rng.state = meta["rng_state"]
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise checkpoint.CheckpointError(
                 f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}"
             ) from None
@@ -598,5 +637,4 @@ class Trainer:
         if trainer.parallel is not None:
             trainer.params, trainer.opt_state = trainer.parallel.replicate((params, opt_state))
         trainer.epoch, trainer.steps, trainer.history = meta["epoch"], meta["steps"], meta["history"]
-        trainer.rng.state = meta["rng_state"]
         return trainer
