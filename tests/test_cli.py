@@ -85,6 +85,20 @@ def test_train_on_csv_regression(capsys, tmp_path):
     assert float(re.search(r"test R\^2: ([-0-9.]+)", out).group(1)) > 0.95
 
 
+def test_csv_with_a_byte_order_mark_keeps_every_row(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: stripped, so the first row is data, not a header;
+    a header of names is skipped."""
+    from backprop.cli.data import load_file
+
+    rows = [[i, 2.0 * i, i % 2] for i in range(60)]
+    body = "\n".join(",".join(str(v) for v in row) for row in rows) + "\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    (tmp_path / "header.csv").write_bytes(b"\xef\xbb\xbfx1,x2,label\n" + body.encode())
+    for name in ("bom.csv", "header.csv"):
+        data = load_file(tmp_path / name)
+        assert data.X.shape == (60, 2) and data.X[0].tolist() == [0.0, 0.0] and data.y[-1] == 1
+
+
 def test_train_on_npz_classification(capsys, tmp_path):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 2))
@@ -101,15 +115,21 @@ def test_train_on_npz_classification(capsys, tmp_path):
     "content, message",
     [
         ("", "empty"),
-        ("a,b,y\n1,2,3\n4,x,6\n", "line 3 has a value that is not a number"),
+        ("a,b,y\n1,2,3\n4,x,6\n", "line 3, column 2: 'x' is not a number"),
         ("1,2,3\n4,5\n", "line 2 has 2 columns, expected 3"),
         ("1\n2\n3\n", "at least 2 columns"),
         ("a,b,y\n", "header but no data"),
+        # a first row that does not parse is no header unless every cell is a name: never dropped silently
+        ("1,,3\n" + "4,5,6\n" * 5, "line 1, column 2: '' is not a number"),
+        ("1,NA,3\n" + "4,5,6\n" * 5, "line 1, column 2: 'NA' is not a number"),
+        ("1,2,3x\n" + "4,5,6\n" * 5, "line 1, column 3: '3x' is not a number"),
+        ("a,b,y\n1,2,3\n4,,6\n", "line 3, column 2: '' is not a number"),
+        (b"\xff\xfe1,2,3\n", "not UTF-8 text"),
     ],
 )
 def test_bad_csv_gives_one_line_and_exit_2(capsys, tmp_path, content, message):
     path = tmp_path / "bad.csv"
-    path.write_text(content)
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     code, out, err = run_cli(capsys, "train", "--no-progress", "--data", str(path))
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -1,13 +1,14 @@
 """Data sets for the command line: the embedded default (scikit-learn's digits) and user files.
 
 A user file is a ``.npz`` with arrays ``X`` (n × features) and ``y`` (n or n × outputs), or a
-``.csv`` of numbers with the target in the last column (an optional header row is skipped).
+``.csv`` of numbers with the target in the last column (an optional header row of names is skipped).
 Every problem with a file is a `DataError` (a ValueError) with one clear line.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -33,32 +34,61 @@ def digits() -> Dataset:
     return Dataset((X / 16.0).astype(np.float32), y.astype(np.int64), "digits")
 
 
-def _read_csv(path: str) -> np.ndarray:
-    with open(path, encoding="utf-8") as f:
-        lines = [(i + 1, line.strip()) for i, line in enumerate(f) if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: the file is empty")
-
-    def numbers(lineno: int, line: str) -> list[float]:
-        try:
-            return [float(cell) for cell in line.split(",")]
-        except ValueError:
-            raise DataError(f"{path}: line {lineno} has a value that is not a number: {line[:80]!r}") from None
-
+def _is_number(cell: str) -> bool:
     try:
-        numbers(*lines[0])
-    except DataError:
-        lines = lines[1:]  # a header row
-    if not lines:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: str) -> np.ndarray:
+    """The numbers of a CSV file (UTF-8, an optional byte-order mark), by NumPy's reader.
+
+    The first row is a header when every cell of it is a name (non-empty, not a number); any other
+    cell that is not a number (a missing value, ``NA``, a typo) is a `DataError` naming its line and
+    column, never a silently dropped row.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            first = next((i, line) for i, line in enumerate(f, start=1) if line.strip())
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    cells = [cell.strip() for cell in first[1].split(",")]
+    header = all(cell and not _is_number(cell) for cell in cells)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # reported below
+            table = np.loadtxt(
+                path, delimiter=",", skiprows=first[0] if header else 0, encoding="utf-8-sig", dtype=np.float64, ndmin=2
+            )
+    except ValueError:
+        _raise_first_bad_cell(path, first[0] + 1 if header else 1)
+        raise
+    if table.shape[0] == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
-    rows = [numbers(*entry) for entry in lines]
-    width = len(rows[0])
-    for (lineno, _), row in zip(lines, rows):
-        if len(row) != width:
-            raise DataError(f"{path}: line {lineno} has {len(row)} columns, expected {width}")
-    if width < 2:
+    if table.shape[1] < 2:
         raise DataError(f"{path}: needs at least 2 columns (features, then the target in the last column)")
-    return np.asarray(rows, dtype=np.float64)
+    return table
+
+
+def _raise_first_bad_cell(path: str, start: int) -> None:
+    """A DataError naming the first cell from line ``start`` on that is not a number, or the first
+    line whose number of columns differs from the first data line's."""
+    width = None
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if lineno < start or not line.strip():
+                continue
+            cells = line.rstrip("\r\n").split(",")
+            for column, cell in enumerate(cells, start=1):
+                if not _is_number(cell):
+                    raise DataError(f"{path}: line {lineno}, column {column}: {cell.strip()!r} is not a number")
+            width = width or len(cells)
+            if len(cells) != width:
+                raise DataError(f"{path}: line {lineno} has {len(cells)} columns, expected {width}")
 
 
 def load_file(path: str | os.PathLike) -> Dataset:
