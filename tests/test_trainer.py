@@ -396,3 +396,33 @@ def test_step_caches_are_bounded_and_keyed_by_type(backend_name):
     plain = trainer_module.compiled_step(model, optim.SGD(0.1), backend)
     assert trainer_module.compiled_step(model, Scaled(0.1), backend) is not plain
     assert trainer_module.compiled_step(bp.MLP(**model.config), optim.SGD(0.1), backend) is plain  # same config
+
+
+def test_params_handed_out_never_change_behind_the_users_back(backend_name):
+    """A reference to trainer.params, kept by user code or by a callback ("best so far"), keeps its
+    values through later steps and fits, on every backend (the fused step writes its buffers in
+    place; JAX donates its arrays)."""
+    X, y = blobs(64)
+    trainer = Trainer(classifier(), optim.Adam(0.01), backend=backend_name, seed=1)
+    trainer.fit(X, y, epochs=1, batch_size=16, progress=False)
+    kept = trainer.params
+    values = [np.array(bp.backends.to_host(a)) for layer in kept for a in layer]
+
+    class KeepFirst(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 1:
+                self.params = trainer.params
+                self.values = [np.array(bp.backends.to_host(a)) for layer in self.params for a in layer]
+
+    keep = KeepFirst()
+    trainer.fit(X, y, epochs=3, batch_size=16, callbacks=[keep], progress=False)
+    trainer.train_step(X[:16], y[:16])
+    for held, want in ((kept, values), (keep.params, keep.values)):
+        for a, v in zip([a for layer in held for a in layer], want, strict=True):
+            np.testing.assert_array_equal(np.array(bp.backends.to_host(a)), v)
+    assert not np.array_equal(np.array(bp.backends.to_host(trainer.params[0][0])), values[0])  # it did train
+    mine = trainer.snapshot()
+    trainer.params = mine  # handed in: continued from, never written
+    mine_values = np.array(bp.backends.to_host(mine[0][0]))
+    trainer.fit(X, y, epochs=1, batch_size=16, progress=False)
+    np.testing.assert_array_equal(np.array(bp.backends.to_host(mine[0][0])), mine_values)

@@ -27,7 +27,7 @@ __all__ = [
     "Probe",
     "available_backends",
     "get_backend",
-    "logistic_ufunc",
+    "one_call_logistic",
     "probe",
     "to_host",
 ]
@@ -98,16 +98,12 @@ def _load(name: str, device: str | None, dtype: str) -> Backend:
 
 
 @functools.lru_cache(maxsize=len(BACKENDS))
-def _logistic_of(library: str) -> tuple:
-    """The backend module's ``logistic()`` for the array library named ``library``, or (None, -1)."""
-    loader = getattr(_module(library), "logistic", None) if library in BACKENDS else None
+def one_call_logistic(lib) -> tuple:
+    """``(expit, most)``: the logistic sigmoid 1 / (1 + e^(−z)) as one call that writes into
+    ``out=``, for the array library ``lib`` (the numpy or cupy module), and the largest array (in
+    entries) on which it beats four elementwise calls; (None, -1) where the library has none.  The
+    backend's module names it with ``logistic()``: SciPy's expit on NumPy, for small arrays only
+    (it is not vectorised); cupyx's on CuPy, one kernel at every size."""
+    name = getattr(lib, "__name__", None)
+    loader = getattr(_module(name), "logistic", None) if name in BACKENDS else None
     return loader() if loader is not None else (None, -1)
-
-
-def logistic_ufunc(lib, size: int):
-    """The logistic sigmoid 1 / (1 + e^(−z)) as one call that writes into ``out=``, where the array
-    library ``lib`` (numpy, cupy) has one that beats four elementwise calls on arrays of ``size``
-    entries; else None.  Its module names it with ``logistic()`` (SciPy's expit on NumPy, for
-    small arrays only: it is not vectorised; cupyx's on CuPy, one kernel at every size)."""
-    expit, most = _logistic_of(lib.__name__)
-    return expit if size <= most else None

@@ -31,7 +31,7 @@ def probe() -> str | None:
 
 def logistic():
     """(expit, most): the logistic σ as one ufunc that writes into ``out=``, and the largest array (in
-    entries) for which it beats the fused step's four calls (see `backprop.backends.logistic_ufunc`)."""
+    entries) for which it beats the fused step's four calls (see `backprop.backends.one_call_logistic`)."""
     from cupyx.scipy.special import expit
 
     return expit, math.inf  # one kernel launch instead of four, at every size

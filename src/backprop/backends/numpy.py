@@ -23,7 +23,7 @@ def probe() -> str | None:
 
 def logistic():
     """(expit, most): the logistic σ as one ufunc that writes into ``out=``, and the largest array (in
-    entries) for which it beats the fused step's four calls (see `backprop.backends.logistic_ufunc`)."""
+    entries) for which it beats the fused step's four calls (see `backprop.backends.one_call_logistic`)."""
     from scipy.special import expit  # SciPy comes with scikit-learn, a dependency
 
     return expit, LOGISTIC_MAX

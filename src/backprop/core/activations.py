@@ -8,7 +8,8 @@ Beside each equation may sit its in-place form, for backends whose arrays can be
 CuPy: ``lib`` is that library), used by the fused step (`backprop.training.fused`):
 
     f_into(lib, Z, out, T)     out = f(Z); Z may be overwritten, T (Z's shape) is scratch
-    df_into(lib, D, H, T)      D ⊙= f′, from H = f(Z) (and T, see ``mask_in_scratch``)
+    df_into(lib, D, H, T, Z)   D ⊙= f′, from H = f(Z) or T (see ``mask_in_scratch``); the fused step
+                               writes δ over Z, so Z no longer holds the pre-activation here
 
 An activation without them runs its array-API form and the result is copied in.
 """
@@ -20,7 +21,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..backends import logistic_ufunc
+from ..backends import one_call_logistic
 
 LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -52,10 +53,10 @@ def sigmoid_into(lib, Z, out, T):
     """σ(Z) = 1 / (1 + e^(−Z)) in place: for large −Z, e^(−Z) = inf and σ = 0 (the fused step runs
     with floating-point warnings off).  NumPy's float32 exp is cheaper than its tanh, so this form
     differs from `sigmoid`'s.  Where the backend has a one-call logistic ufunc for arrays of this
-    size (`backprop.backends.logistic_ufunc`), that one call replaces the four."""
-    one_call = logistic_ufunc(lib, Z.size)
-    if one_call is not None:
-        one_call(Z, out=out)
+    size (`backprop.backends.one_call_logistic`), that one call replaces the four."""
+    expit, most = one_call_logistic(lib)
+    if Z.size <= most:
+        expit(Z, out=out)
         return
     lib.negative(Z, out=Z)
     lib.exp(Z, out=Z)
@@ -63,14 +64,14 @@ def sigmoid_into(lib, Z, out, T):
     lib.divide(1.0, Z, out=out)
 
 
-def _sigmoid_df_into(lib, D, H, T):
+def _sigmoid_df_into(lib, D, H, T, Z):
     """δ ⊙= h (1 − h)."""
     lib.subtract(1.0, H, out=T)
     lib.multiply(T, H, out=T)
     lib.multiply(D, T, out=D)
 
 
-def _tanh_df_into(lib, D, H, T):
+def _tanh_df_into(lib, D, H, T, Z):
     """δ ⊙= 1 − h²."""
     lib.multiply(H, H, out=T)
     lib.subtract(1.0, T, out=T)
@@ -85,7 +86,7 @@ def _relu_into(lib, Z, out, T):
     lib.multiply(Z, T, out=out)
 
 
-def _relu_df_into(lib, D, H, T):
+def _relu_df_into(lib, D, H, T, Z):
     """δ ⊙= [z > 0], the mask `_relu_into` left in T."""
     lib.multiply(D, T, out=D)
 
@@ -132,7 +133,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _identity_df,
             "glorot",
             f_into=lambda lib, Z, out, T: lib.copyto(out, Z),
-            df_into=lambda lib, D, H, T: None,
+            df_into=lambda lib, D, H, T, Z: None,
         ),
         Activation(
             "sigmoid", sigmoid, lambda xp, z, h: h * (1.0 - h), "glorot", f_into=sigmoid_into, df_into=_sigmoid_df_into

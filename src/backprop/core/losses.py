@@ -170,7 +170,7 @@ def squared_error_through(f_into: Callable, df_into: Callable) -> Callable:
         lib.subtract(Yhat, Y, out=Z)
         loss = 0.5 * scale * lib.vdot(Z, Z)
         lib.multiply(Z, dscale, out=Z)
-        df_into(lib, Z, Yhat, T)
+        df_into(lib, Z, Yhat, T, None)  # Z holds δ here: the in-place forms read H = ŷ or T
         return loss, 0
 
     return squared_error

@@ -465,31 +465,27 @@ class Adam(Optimizer):
         params = tree_map(lambda p, m, v: p - lr * (m / c1) / (xp.sqrt(v / c2) + self.eps), params, m, v)
         return params, (m, v)
 
-    def _step_inplace(self, lib, P, G, S, slots, lr, t):
-        """`_step` over flat buffers, into G: p − η m̂ / (√v̂ + eps), computed as
-        p − (η √c2 / c1) · m / (√v + eps √c2).  G is its own scratch once m has read it."""
-        self._moments_inplace(lib, G, slots)
-        self._adam_direction_inplace(lib, G, slots[0], slots[1], lr, t)
-        lib.subtract(P, G, out=G)
-
-    def _moments_inplace(self, lib, G, slots):
-        """m ← β1 m + (1 − β1) g = β1 (m − g) + g;  v ← β2 v + (1 − β2) g² (G is spent)."""
+    def _step_inplace(self, lib, P, G, S, slots, lr, t, decay: float = 0.0):
+        """`_step` over flat buffers, into G: p (1 − η decay) − η m̂ / (√v̂ + eps), with
+        η m̂ / (√v̂ + eps) = (η √c2 / c1) · m / (√v + eps √c2); G is its own scratch once m has read it."""
         m, v = slots
-        lib.subtract(m, G, out=m)
+        lib.subtract(m, G, out=m)  # m ← β1 m + (1 − β1) g = β1 (m − g) + g
         lib.multiply(m, self.beta1, out=m)
         lib.add(m, G, out=m)
-        lib.multiply(G, G, out=G)
+        lib.multiply(G, G, out=G)  # v ← β2 v + (1 − β2) g²
         lib.multiply(G, 1.0 - self.beta2, out=G)
         lib.multiply(v, self.beta2, out=v)
         lib.add(v, G, out=v)
-
-    def _adam_direction_inplace(self, lib, G, m, v, lr, t):
-        """G ← η m̂ / (√v̂ + eps)."""
         c1, c2 = 1.0 - self.beta1 ** (t + 1.0), 1.0 - self.beta2 ** (t + 1.0)
         lib.sqrt(v, out=G)
         lib.add(G, self.eps * math.sqrt(c2), out=G)
         lib.divide(m, G, out=G)
         lib.multiply(G, lr * math.sqrt(c2) / c1, out=G)
+        if decay:
+            lib.multiply(P, 1.0 - lr * decay, out=S)
+            lib.subtract(S, G, out=G)
+        else:
+            lib.subtract(P, G, out=G)
 
 
 class AdamW(Adam):
@@ -512,14 +508,8 @@ class AdamW(Adam):
         return super()._step(xp, params, grads, lr, t, buffers)
 
     def _step_inplace(self, lib, P, G, S, slots, lr, t):
-        """`_step` over flat buffers, into G: p (1 − η wd) − η m̂ / (√v̂ + eps)."""
-        self._moments_inplace(lib, G, slots)
-        self._adam_direction_inplace(lib, G, slots[0], slots[1], lr, t)
-        if self.weight_decay:
-            lib.multiply(P, 1.0 - lr * self.weight_decay, out=S)
-            lib.subtract(S, G, out=G)
-        else:
-            lib.subtract(P, G, out=G)
+        """`_step` over flat buffers, into G: p (1 − η wd) − η m̂ / (√v̂ + eps) (`Adam._step_inplace`)."""
+        super()._step_inplace(lib, P, G, S, slots, lr, t, decay=self.weight_decay)
 
     def inplace_scratch(self) -> bool:
         return bool(self.weight_decay)

@@ -276,8 +276,8 @@ class Trainer:
             self.backend = self.parallel.backend
         self.seed = seed
         self.rng = self.backend.rng(seed)
-        self.params = model.init(seed, self.backend)
-        self.opt_state = self.optimizer.init(self.params)
+        self._params, self._handed = model.init(seed, self.backend), None
+        self.opt_state = self.optimizer.init(self._params)
         self.history: dict[str, list] = {}
         self.epoch = 0
         self.steps = 0
@@ -288,16 +288,17 @@ class Trainer:
         else:
             self.step = compiled_step(model, self.optimizer, self.backend)
         if self.parallel is not None:
-            self.params, self.opt_state = self.parallel.replicate((self.params, self.opt_state))
+            self._params, self.opt_state = self.parallel.replicate((self._params, self.opt_state))
             self.step = self.parallel.wrap_step(self.step)
 
     def _local_params(self):
         """The parameters on this process's device (a local replica when training on several)."""
-        return self.params if self.parallel is None else self.parallel.local(self.params)
+        return self._params if self.parallel is None else self.parallel.local(self._params)
 
     # -- the step ----------------------------------------------------------------------------
     def _run_step(self, X, Y, where: str) -> tuple[float, float]:
-        self.params, self.opt_state, stats = self.step(self.params, self.opt_state, X, Y)
+        self._params, self.opt_state, stats = self.step(self._params, self.opt_state, X, Y)
+        self._handed = None
         loss, correct, ok = (float(v) for v in to_host(stats))
         if not ok:
             raise _diverged(where, loss)
@@ -324,8 +325,9 @@ class Trainer:
         step, whose index is ``first_bad``, and when ``interrupted()`` turns true between steps.
         """
         if on_step is None and self.compile_epochs and isinstance(self.step, fused.FusedStep):
-            self.params, self.opt_state, totals = self.step.epoch(
-                self.params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct
+            self._handed = None
+            self._params, self.opt_state, totals = self.step.epoch(
+                self._params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct
             )
             self.steps += totals.steps
             return totals
@@ -356,7 +358,8 @@ class Trainer:
         """The batches (all of one size) as one compiled epoch on the device."""
         run = compiled_epoch(self.model, self.optimizer, self.backend)
         index = self.backend.asarray(np.stack(batches).astype(np.int32))
-        self.params, self.opt_state, losses, corrects, first_bad = run(self.params, self.opt_state, X, Y, index)
+        self._handed = None
+        self._params, self.opt_state, losses, corrects, first_bad = run(self._params, self.opt_state, X, Y, index)
         losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
@@ -376,7 +379,8 @@ class Trainer:
         for b in range(start, len(batches)):
             index = batches[b]
             Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
-            self.params, self.opt_state, stats = self.step(self.params, self.opt_state, Xb, Yb)
+            self._handed = None
+            self._params, self.opt_state, stats = self.step(self._params, self.opt_state, Xb, Yb)
             loss, correct, ok = (float(v) for v in to_host(stats))
             if not ok:
                 return EpochTotals(loss_sum, correct_sum, steps, b, loss)
@@ -398,7 +402,24 @@ class Trainer:
     def snapshot(self):
         """A copy of the current parameters that later steps cannot overwrite or donate."""
         xp = self.backend.xp
-        return tuple((xp.asarray(W, copy=True), xp.asarray(b, copy=True)) for W, b in self.params)
+        return tuple((xp.asarray(W, copy=True), xp.asarray(b, copy=True)) for W, b in self._params)
+
+    @property
+    def params(self):
+        """The current parameters ((W, b), ...), a value that later steps never change: the steps
+        run on the trainer's own arrays (written in place by the fused step, donated on JAX), and
+        what is handed out is a copy of them, made when first read after a step."""
+        if self._handed is None and self._params is not None:
+            self._handed = self.snapshot()
+        return self._handed
+
+    @params.setter
+    def params(self, value) -> None:
+        """Parameters to continue from; on JAX the trainer keeps a copy, since its steps donate theirs."""
+        self._handed = value
+        self._params = value
+        if value is not None and self.backend.name == "jax":
+            self._params = self.snapshot()
 
     # -- data --------------------------------------------------------------------------------
     def _home(self, X):
@@ -580,7 +601,7 @@ class Trainer:
     def save(self, path: str | os.PathLike) -> None:
         """Write parameters, optimizer state and everything needed to resume to one .safetensors file."""
         tensors = {}
-        for l, (W, b) in enumerate(self.params):
+        for l, (W, b) in enumerate(self._params):
             tensors[f"params.{l}.W"], tensors[f"params.{l}.b"] = self.backend.to_numpy(W), self.backend.to_numpy(b)
         leaves, structure = tree_flatten(self.opt_state)
         tensors.update({f"opt_state.{i}": self.backend.to_numpy(a) for i, a in enumerate(leaves)})
