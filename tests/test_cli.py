@@ -180,6 +180,7 @@ def test_check_exits_1_on_a_mismatch(capsys, monkeypatch):
     assert code == 1 and "MISMATCH" in out
 
 
-def test_no_command_prints_help(capsys):
-    code, out, _ = run_cli(capsys)
-    assert code == 0 and "train" in out and "check" in out and "info" in out
+def test_no_command_prints_help_to_stderr_and_exits_2(capsys):
+    code, out, err = run_cli(capsys)
+    assert code == 2 and out == ""
+    assert "usage: backprop" in err and "train" in err and "check" in err and "info" in err

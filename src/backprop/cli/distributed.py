@@ -2,20 +2,26 @@
 
 Each process trains on its own shard of the digits data with `backprop.training.distributed`
 (see docs/distributed.md for a two-process run on one machine over 127.0.0.1).
+
+Bad options (a --process-id outside 0 … --num-processes − 1, a count below 1) and a failure of
+``initialize`` that JAX reports as a Python exception end with one line on stderr and exit code 2.
+A peer that never starts is not one of those: when --timeout expires, JAX's coordination service
+ends the process itself (SIGABRT, exit code 134, with a C++ stack trace on stderr) -- there is
+nothing to catch.
 """
 
 from __future__ import annotations
 
 from ..training.distributed import initialize
+from . import ArgumentParser
 
 
 def main(argv=None) -> int:
     """Train a small network on the digits data set, one process of a multi-process JAX run."""
-    import argparse
     import sys
     import time
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m backprop.cli.distributed",
         description="Data-parallel training demo: run it once per process (same arguments, its own "
         "--process-id); each process trains on its own half/third/... of the digits data.",
@@ -31,17 +37,32 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes (default 60)")
     args = parser.parse_args(argv)
+    for option, value in (("--num-processes", args.num_processes), ("--cpu-devices", args.cpu_devices)):
+        if value is not None and value < 1:
+            parser.error(f"{option} must be >= 1, got {value}")
+    if not 0 <= args.process_id < args.num_processes:
+        parser.error(
+            f"--process-id must be between 0 and {args.num_processes - 1} "
+            f"(--num-processes {args.num_processes}), got {args.process_id}"
+        )
+    if args.timeout < 1:
+        parser.error(f"--timeout must be >= 1 (seconds), got {args.timeout}")
 
     if args.num_processes > 1:
         bind = args.coordinator if args.coordinator.startswith(("127.", "localhost")) else None
-        initialize(
-            args.coordinator,
-            args.num_processes,
-            args.process_id,
-            cpu_devices=args.cpu_devices,
-            initialization_timeout=args.timeout,
-            coordinator_bind_address=bind,
-        )
+        try:
+            initialize(
+                args.coordinator,
+                args.num_processes,
+                args.process_id,
+                cpu_devices=args.cpu_devices,
+                initialization_timeout=args.timeout,
+                coordinator_bind_address=bind,
+            )
+        except Exception as exc:  # a refused or unreachable coordinator, JAX already in use
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]  # one line of JAX's message
+            print(f"{parser.prog}: error: cannot join the run: {reason}", file=sys.stderr)
+            return 2
     elif args.cpu_devices:
         import jax
 

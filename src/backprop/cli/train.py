@@ -3,20 +3,26 @@
 With --data FILE (.npz with X and y, or .csv with the target in the last column) it trains on
 your data; --task says classification or regression (default: guessed from y).  Features are
 standardised with the training split's mean and deviation (regression targets too).
---out DIR writes checkpoint.safetensors (every epoch, and when stopped with Ctrl-C), metrics.json
-and loss_curve.png.
+--out DIR writes checkpoint.safetensors (every epoch, and when stopped with Ctrl-C or SIGTERM),
+metrics.json and loss_curve.png.  SIGTERM (kill, a job scheduler) stops training like Ctrl-C: after
+the current step, with a final checkpoint, exit code 130.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import CommandError, positive_ints
+
+MAX_PARAMETERS = 2**31  # more weights and biases than this are refused before anything is allocated
 
 
 def add_arguments(parser) -> None:
@@ -54,6 +60,36 @@ def _devices(text: str | None):
     raise CommandError(f"--devices must be 'all' or a positive number of devices, got {text!r}")
 
 
+def _parameter_count(layer_sizes) -> int:
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(layer_sizes, layer_sizes[1:]))
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """Within the block, SIGTERM does what Ctrl-C does: it calls SIGINT's Python handler (the
+    trainer's deferred-interrupt flag during training, KeyboardInterrupt otherwise), or raises
+    KeyboardInterrupt where SIGINT has none (ignored, as in a shell's background job: then the
+    interrupt is not deferred to the end of a step).  The previous handler comes back afterwards.
+    Outside the main thread, or when SIGTERM already has a handler or is ignored, nothing changes.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _check_options(args) -> None:
     if not args.lr > 0:
         raise CommandError(f"--lr must be > 0, got {args.lr}")
@@ -89,6 +125,11 @@ def _plot(history: dict, path: str) -> bool:
 
 
 def run(args) -> int:
+    with _sigterm_as_ctrl_c():
+        return _run(args)
+
+
+def _run(args) -> int:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
@@ -143,10 +184,23 @@ def run(args) -> int:
     if y_scaler is not None:
         y_train = y_scaler.transform(y_train)
 
-    model = MLP([data.X.shape[1], *hidden, n_out], activation=args.activation, loss=loss)
-    trainer = Trainer(
-        model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
-    )
+    layer_sizes = [data.X.shape[1], *hidden, n_out]
+    parameters = _parameter_count(layer_sizes)
+    if parameters > MAX_PARAMETERS:
+        raise CommandError(
+            f"the network {layer_sizes} would have {parameters:,} parameters, more than the "
+            f"{MAX_PARAMETERS:,} (2**31) this command builds; make --hidden smaller"
+        )
+    try:
+        model = MLP(layer_sizes, activation=args.activation, loss=loss)
+        trainer = Trainer(
+            model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
+        )
+    except MemoryError as exc:
+        raise CommandError(
+            f"not enough memory for the network {layer_sizes} ({parameters:,} parameters)"
+            + (f": {exc}" if str(exc) else "")
+        ) from None
     if trainer.parallel is not None:
         print(f"data-parallel: {trainer.parallel}", file=sys.stderr)
     print(
