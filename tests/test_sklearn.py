@@ -561,6 +561,93 @@ def test_bad_input(blobs):
         )
 
 
+OVERFLOW_METHODS = ["fit", "partial_fit", "predict", "predict_proba", "score", "lbfgs-fit"]
+
+
+@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("method", OVERFLOW_METHODS)
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_values_too_large_for_float32_are_refused(Estimator, method, sparse, blobs):
+    """float64 X that passes scikit-learn's validation but overflows the network's float32 is
+    refused by every method, naming the dtype and the remedy, as the Trainer does: never NaN
+    probabilities, class 0 for every row, a score of chance or an L-BFGS loss_ of nan."""
+    import scipy.sparse
+
+    X, y = blobs
+    if method == "predict_proba" and Estimator is MLPRegressor:
+        pytest.skip("regressors have no predict_proba")
+    big = X.copy()
+    big[:, 1] = 1e39
+    if sparse:
+        big = scipy.sparse.csr_matrix(big)
+    classes = {"classes": np.unique(y)} if Estimator is MLPClassifier else {}
+    solver = "lbfgs" if method == "lbfgs-fit" else "adam"
+    est = Estimator(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if method in ("predict", "predict_proba", "score"):
+            est.fit(X, y)
+        call = {
+            "fit": lambda: est.fit(big, y),
+            "lbfgs-fit": lambda: est.fit(big, y),
+            "partial_fit": lambda: est.partial_fit(big, y, **classes),
+            "predict": lambda: est.predict(big),
+            "predict_proba": lambda: est.predict_proba(big),
+            "score": lambda: est.score(big, y),
+        }[method]
+        with pytest.raises(ValueError, match=r"X has values too large for float32.*BACKPROP_DTYPE=float64"):
+            call()
+
+
+@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_regression_targets_too_large_for_float32_are_refused(solver, small_regression):
+    X, Y = small_regression
+    reg = MLPRegressor(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0, backend="numpy")
+    for y in (np.full(X.shape[0], 1e39), np.c_[Y[:, 0], -1e39 * np.ones(X.shape[0])]):
+        with pytest.raises(ValueError, match=r"y has values too large for float32.*BACKPROP_DTYPE=float64"):
+            reg.fit(X, y)
+        if solver != "lbfgs":
+            with pytest.raises(ValueError, match=r"y has values too large for float32"):
+                MLPRegressor(hidden_layer_sizes=(4,), solver=solver, backend="numpy").partial_fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_predictions_that_overflow_are_refused(Estimator, blobs):
+    """Finite weights and X whose forward pass overflows the dtype: predict, predict_proba and
+    score raise the network's own error instead of returning NaN (or a class chosen from NaN)."""
+    X, y = blobs
+    est = Estimator(hidden_layer_sizes=(4,), max_iter=3, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    est.coefs_[0][:] = 1e30
+    huge = np.full_like(X, float(np.finfo(NUMPY_DTYPE).max) / 1e20)  # fits the dtype; times 1e30 it does not
+    methods = [est.predict, lambda Z: est.score(Z, y)] + ([est.predict_proba] if Estimator is MLPClassifier else [])
+    for method in methods:
+        with pytest.raises(ValueError, match=r"the network's output .*too large for the dtype"):
+            method(huge)
+
+
+@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_lbfgs_never_reports_a_nan_loss(blobs):
+    """X or y that fit float32 but overflow the loss: L-BFGS stops at once; fit refuses the run
+    instead of keeping loss_ = nan behind a ConvergenceWarning, and the weights stay finite."""
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5, random_state=0, backend="numpy")
+    with pytest.raises(ValueError, match=r"non-finite loss \(nan\).*too large for the network's dtype \(float32\)"):
+        clf.fit(np.full_like(X, np.finfo(np.float32).max), y)
+    reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5, random_state=0, backend="numpy")
+    with pytest.raises(ValueError, match=r"non-finite loss \(inf\)"):
+        reg.fit(X, np.full(X.shape[0], 1e30))
+    assert all(np.isfinite(w).all() for w in reg.coefs_ + reg.intercepts_)
+
+
 def test_verbose_output(blobs):
     X, y = blobs
     out = io.StringIO()

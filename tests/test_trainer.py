@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -426,3 +427,171 @@ def test_params_handed_out_never_change_behind_the_users_back(backend_name):
     mine_values = np.array(bp.backends.to_host(mine[0][0]))
     trainer.fit(X, y, epochs=1, batch_size=16, progress=False)
     np.testing.assert_array_equal(np.array(bp.backends.to_host(mine[0][0])), mine_values)
+
+
+# -- argument and input checks ---------------------------------------------------------------
+
+
+def float32_trainer(model=None, **kwargs):
+    """A trainer on NumPy in float32 whatever BACKPROP_DTYPE says (the overflow checks need float32)."""
+    return Trainer(model or classifier(), backend=bp.get_backend("numpy", dtype="float32"), **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_predict_and_evaluate_refuse_a_forward_pass_that_overflows(backend):
+    """Finite parameters and finite X whose forward pass overflows the dtype: a clear error, as
+    MLP.predict gives, never NaN probabilities or a NaN loss."""
+    model = bp.MLP([4, 16, 3], activation="relu", loss="softmax_cross_entropy")
+    trainer = Trainer(model, backend=backend)
+    trainer.params = tuple((backend.xp.full(W.shape, 1e30, dtype=W.dtype), b) for W, b in trainer.params)
+    X, y = blobs(16)
+    X = np.abs(X) * 1e10
+    with pytest.raises(ValueError, match=r"the network's output .*too large for the dtype.*NaN or infinity"):
+        trainer.predict(X)
+    with pytest.raises(ValueError, match=r"the loss .*too large for the dtype.*NaN or infinity"):
+        trainer.evaluate(X, y)
+    with pytest.raises(ValueError, match="the network's output"):
+        model.predict(trainer.params, X)  # the same wording as the network's own check
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_values_too_large_for_float32_name_the_dtype():
+    X, y = blobs(16)
+    X[:, 0] = 1e39  # finite in float64, inf in float32
+    trainer = float32_trainer()
+    for call in (lambda: trainer.predict(X), lambda: trainer.evaluate(X, y), lambda: trainer.fit(X, y, progress=False)):
+        with pytest.raises(ValueError, match=r"X has values too large for float32.*BACKPROP_DTYPE=float64"):
+            call()
+    regression = float32_trainer(bp.MLP([4, 3, 1]))
+    with pytest.raises(ValueError, match=r"y has values too large for float32.*BACKPROP_DTYPE=float64"):
+        regression.fit(blobs(16)[0], np.full(16, -1e39), progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [-5, 0, 2.5, True, "4", None])
+def test_predict_and_evaluate_refuse_a_bad_batch_size(batch_size):
+    X, y = blobs(16)
+    trainer = Trainer(classifier(), backend="numpy")
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        trainer.predict(X, batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        trainer.evaluate(X, y, batch_size=batch_size)
+
+
+def test_numpy_integers_are_accepted_where_integers_are():
+    X, y = blobs(48)
+    trainer = Trainer(classifier(), backend="numpy", seed=np.int64(3))
+    history = trainer.fit(X, y, epochs=np.int64(2), batch_size=np.int32(16), progress=False)
+    assert len(history["loss"]) == 2 and trainer.steps == 6
+    assert trainer.predict(X, batch_size=np.int64(5)).shape == (48, 3)
+    assert set(trainer.evaluate(X, y, batch_size=np.uint8(7))) == {"loss", "accuracy"}
+    np.testing.assert_allclose(trainer.predict(X, batch_size=np.int64(5)), trainer.predict(X), rtol=1e-6)
+    assert type(trainer.seed) is int  # written to the checkpoint's JSON metadata
+    stopper = EarlyStopping(patience=np.int64(1))
+    Trainer(classifier(), backend="numpy").fit(X, y, epochs=1, callbacks=[stopper], progress=False)
+    assert ModelCheckpoint("m.safetensors", every=np.int64(2)).every == 2
+
+
+def test_an_optimizer_can_be_named():
+    trainer = Trainer(classifier(), optimizer="SGD", backend="numpy")
+    assert isinstance(trainer.optimizer, optim.SGD)
+    assert isinstance(Trainer(classifier(), optimizer="adam", backend="numpy").optimizer, optim.Adam)
+    X, y = blobs(32)
+    trainer.fit(X, y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamm'; valid optimizers: sgd, adam"):
+        Trainer(classifier(), optimizer="adamm", backend="numpy")
+    with pytest.raises(TypeError, match=r"optimizer must be a backprop.optim optimizer or the name of one"):
+        Trainer(classifier(), optimizer=optim.Adam, backend="numpy")  # the class, not an instance
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, True, [1, 2]])
+def test_a_bad_seed_is_refused(seed):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Trainer(classifier(), backend="numpy", seed=seed)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"epochs": 1.0}, "epochs must be an integer >= 0"),
+        ({"epochs": False}, "epochs must be an integer >= 0"),
+        ({"validation_split": "0.2"}, "validation_split must be a number in"),
+        ({"callbacks": [object()]}, "callbacks must be backprop.callbacks.Callback instances, got object"),
+        ({"callbacks": [EarlyStopping, ModelCheckpoint]}, "Callback instances, got type"),
+        ({"callbacks": 3}, "callbacks must be a list of backprop.callbacks.Callback"),
+    ],
+)
+def test_bad_fit_argument_types(kwargs, message):
+    X, y = blobs(32)
+    trainer = Trainer(classifier(), backend="numpy")
+    with pytest.raises((TypeError, ValueError), match=message):
+        trainer.fit(X, y, progress=False, **{"epochs": 1, **kwargs})
+    assert trainer.steps == 0
+
+
+def test_a_single_callback_needs_no_list():
+    X, y = blobs(32)
+    stopper = EarlyStopping(monitor="loss", patience=0)
+    Trainer(classifier(), backend="numpy").fit(X, y, epochs=2, callbacks=stopper, progress=False)
+    assert stopper.best_epoch is not None
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: EarlyStopping(min_delta=float("nan")), "min_delta must be a finite number >= 0"),
+        (lambda: EarlyStopping(min_delta=float("inf")), "min_delta must be a finite number >= 0"),
+        (lambda: EarlyStopping(min_delta=-0.1), "min_delta must be a finite number >= 0"),
+        (lambda: EarlyStopping(min_delta="0.1"), "min_delta must be a finite number >= 0"),
+        (lambda: EarlyStopping(patience=1.5), "patience must be an integer >= 0"),
+        (lambda: EarlyStopping(patience=-1), "patience must be an integer >= 0"),
+        (
+            lambda: EarlyStopping(monitor="vall_loss"),
+            "unknown monitor 'vall_loss'; Trainer.fit logs loss, accuracy, val_loss, val_accuracy",
+        ),
+        (lambda: EarlyStopping(monitor=None), "unknown monitor None"),
+        (lambda: ModelCheckpoint("m.safetensors", every=1.5), "every must be an integer >= 1"),
+        (lambda: ModelCheckpoint("m.safetensors", every=0), "every must be an integer >= 1"),
+        (lambda: ModelCheckpoint("m.safetensors", every=True), "every must be an integer >= 1"),
+        (lambda: ModelCheckpoint(None), "path must be a str or os.PathLike"),
+    ],
+)
+def test_bad_callback_arguments(make, message):
+    with pytest.raises((TypeError, ValueError), match=re.escape(message)):
+        make()
+
+
+def test_a_monitor_this_fit_does_not_log_is_refused_at_fit_start():
+    """accuracy is logged for classification losses only: monitoring it on a regression is refused
+    before the first step, naming what fit logs there."""
+    X, _ = blobs(32)
+    trainer = Trainer(bp.MLP([4, 3, 1]), backend="numpy")
+    with pytest.raises(ValueError, match=r"monitor 'val_accuracy' is not logged for the squared_error loss.*loss"):
+        trainer.fit(X, X[:, 0], epochs=1, callbacks=[EarlyStopping(monitor="val_accuracy")], progress=False)
+    assert trainer.steps == 0
+
+
+def test_sparse_and_nullable_pandas_inputs_train_and_predict():
+    """scipy.sparse matrices and pandas objects of nullable dtypes (Float64, Int64) are densified,
+    as NumPy arrays of their values; missing values (pd.NA) are a clear error."""
+    pd = pytest.importorskip("pandas")
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = blobs(48)
+    dense = Trainer(classifier(), backend="numpy", seed=0)
+    dense.fit(X, y, epochs=2, batch_size=16, progress=False, validation_data=(X, y))
+    for X_other, y_other in (
+        (scipy_sparse.csr_matrix(X), y),
+        (pd.DataFrame(X).astype("Float64"), pd.Series(y, dtype="Int64")),
+    ):
+        other = Trainer(classifier(), backend="numpy", seed=0)
+        other.fit(X_other, y_other, epochs=2, batch_size=16, progress=False, validation_data=(X_other, y_other))
+        assert_same_params(other.params, dense.params)
+        np.testing.assert_array_equal(other.predict(X_other), dense.predict(X))
+        assert other.evaluate(X_other, y_other) == dense.evaluate(X, y)
+    missing = pd.DataFrame(X).astype("Float64")
+    missing.iloc[3, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"X has missing values \(pandas NA\)"):
+        dense.fit(missing, y, progress=False)
+    with pytest.raises(ValueError, match=r"y has missing values \(pandas NA\)"):
+        dense.fit(X, pd.Series(y, dtype="Int64").where(y != 1, pd.NA), progress=False)

@@ -195,6 +195,71 @@ def test_non_finite_y(setup, loss, value):
         model.loss_and_grad(params, X, b.asarray(y))
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_values_too_large_for_float32(backend, loss):
+    """Finite float64 values that overflow float32 name the dtype and the remedy, in X and in y,
+    never "contains NaN or infinity" for finite data."""
+    model = models()[loss]
+    params = model.init(0, backend)
+    X = np.random.default_rng(1).normal(size=(N, D))
+    X[:, 1] = -1e39
+    with raises(
+        ValueError, "X has values too large for float32 (the backend's dtype); rescale it or use BACKPROP_DTYPE"
+    ):
+        model.predict(params, X)
+    if loss == "squared_error":
+        y = good_targets(loss)
+        y[2, 0] = 1e39
+        with raises(ValueError, "y has values too large for float32 (the backend's dtype)"):
+            model.loss_and_grad(params, X[:, [0, 2, 2]], y)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_values_too_large_for_float64():
+    """float64 is the widest dtype a backend has: the remedy is only to rescale."""
+    b = get_backend("numpy", dtype="float64")
+    model = models()["squared_error"]
+    X = np.full((N, D), np.longdouble("1e400"))
+    if not np.isfinite(X).all():
+        pytest.skip("this platform's long double is float64")
+    with raises(ValueError, "X has values too large for float64 (the backend's dtype); rescale it") as error:
+        model.predict(model.init(0, b), X)
+    assert "BACKPROP_DTYPE" not in str(error.value)
+
+
+def test_sparse_and_nullable_pandas_inputs(backend):
+    """scipy.sparse matrices and pandas objects of nullable dtypes (Float64, Int64, boolean) are read
+    as NumPy arrays of their values; a missing value (pd.NA) is named as such."""
+    pd = pytest.importorskip("pandas")
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    soft = models()["softmax_cross_entropy"]
+    params = soft.init(0, backend)
+    X = np.random.default_rng(1).normal(size=(N, D))
+    X[X < 0] = 0.0
+    want = backend.to_numpy(soft.loss(params, X, LABELS))
+    for X_other in (scipy_sparse.csr_matrix(X), scipy_sparse.coo_array(X), pd.DataFrame(X).astype("Float64")):
+        for y_other in (LABELS, pd.Series(LABELS, dtype="Int64")):
+            np.testing.assert_allclose(backend.to_numpy(soft.loss(params, X_other, y_other)), want, rtol=1e-6)
+        np.testing.assert_array_equal(
+            backend.to_numpy(soft.predict(params, X_other)), backend.to_numpy(soft.predict(params, X))
+        )
+    mixed = pd.DataFrame(
+        {"a": X[:, 0], "b": pd.array(X[:, 1], dtype="Float32"), "c": pd.array(X[:, 2] > 0, dtype="boolean")}
+    )
+    soft.predict(params, mixed)
+    bce = models()["binary_cross_entropy"]
+    zero_one = pd.DataFrame(np.eye(2, dtype=bool)[LABELS % 2]).astype("boolean")
+    bce.loss(bce.init(0, backend), X, zero_one)
+    missing = pd.DataFrame(X).astype("Float64")
+    missing.iloc[2, 0] = pd.NA
+    with raises(ValueError, "X has missing values (pandas NA); fill or drop them first"):
+        soft.predict(params, missing)
+    with raises(ValueError, "y has missing values (pandas NA)"):
+        soft.loss(params, X, pd.Series(LABELS, dtype="Int64").where(LABELS != 1, pd.NA))
+    with raises(TypeError, "X must be a floating-point array, got dtype int64"):
+        soft.predict(params, pd.DataFrame(X.astype(int)).astype("Int64"))
+
+
 def test_softmax_rows_must_sum_to_one(backend):
     model = models()["softmax_cross_entropy"]
     params = model.init(0, backend)

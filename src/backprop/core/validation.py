@@ -1,12 +1,14 @@
 """Input checks: every public entry point turns bad input into a ValueError/TypeError naming the problem.
 
 The checks run once per call of a public function, never inside the compiled training step.
-Arrays of any backend, lists and pandas objects are accepted and moved to the namespace ``xp``
-and the device/dtype of ``like`` (a parameter array).
+Arrays of any backend, lists, pandas objects (nullable dtypes such as Float64 too) and scipy.sparse
+matrices (densified) are accepted and moved to the namespace ``xp`` and the device/dtype of
+``like`` (a parameter array).
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,37 @@ def _native(x: Any, xp) -> bool:
         return False
 
 
+def _from_pandas(x: Any, name: str) -> np.ndarray | None:
+    """A pandas object with nullable numeric columns (Float64, Int64, boolean...) as a NumPy array of
+    their NumPy dtypes; None for any other object.  ValueError when it holds missing values (pd.NA)."""
+    if not type(x).__module__.startswith("pandas") or not hasattr(x, "isna"):
+        return None
+    dtypes = list(x.dtypes) if hasattr(x, "columns") else [x.dtype]
+    numpy_dtypes = [getattr(d, "numpy_dtype", d) for d in dtypes]
+    if all(isinstance(d, np.dtype) for d in dtypes) or not all(isinstance(d, np.dtype) for d in numpy_dtypes):
+        return None  # plain NumPy columns, or other extension dtypes (strings, categories): as NumPy reads them
+    if bool(np.asarray(x.isna()).any()):
+        raise ValueError(f"{name} has missing values (pandas NA); fill or drop them first")
+    return x.to_numpy(dtype=np.result_type(*numpy_dtypes))
+
+
 def _host_view(x: Any, name: str) -> np.ndarray:
+    if type(x).__module__.startswith("scipy.sparse") and hasattr(x, "toarray"):
+        return x.toarray()
+    host = _from_pandas(x, name)
+    if host is not None:
+        return host
     try:
         return to_host(x)
     except Exception as exc:
         raise TypeError(f"{name} could not be read as an array ({type(exc).__name__}: {exc})") from None
+
+
+def whole_number(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int: a Python or NumPy integer (not a bool) >= ``minimum``; else ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def array_dtype(x: Any, name: str = "input") -> np.dtype:
@@ -53,6 +81,29 @@ def check_finite(xp, a, name: str) -> None:
     """Raise ValueError when ``a`` holds NaN or ±inf."""
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinity")
+
+
+def check_converted(xp, a, source: Any, name: str) -> None:
+    """Raise ValueError when ``a``, ``source`` converted to the backend's dtype, holds NaN or ±inf:
+    that ``name`` has values too large for that dtype when ``source`` itself is finite (the
+    conversion overflowed, e.g. float64 1e39 in float32), else that it contains NaN or infinity."""
+    try:
+        check_finite(xp, a, name)
+    except ValueError:
+        dtype = array_dtype(a)
+        if array_dtype(source, name) != dtype and np.isfinite(_host_view(source, name)).all():
+            remedy = "rescale it" if dtype.itemsize >= 8 else "rescale it or use BACKPROP_DTYPE=float64"
+            raise ValueError(f"{name} has values too large for {dtype} (the backend's dtype); {remedy}") from None
+        raise
+
+
+def to_dtype(x: Any, xp, like, name: str):
+    """``to_namespace(x, xp, like, like.dtype)``, checked by `check_converted` (values that overflow
+    the dtype in the conversion are refused, not turned into ±inf)."""
+    with np.errstate(over="ignore"):  # the overflow is reported by the check below
+        a = to_namespace(x, xp, like, like.dtype)
+    check_converted(xp, a, x, name)
+    return a
 
 
 def _shape(x: Any, name: str) -> tuple[int, ...]:
@@ -81,17 +132,7 @@ def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
         raise ValueError(f"{name} has {shape[1]} features, but the network expects {n_columns}")
     dtype = array_dtype(X, name)
     check_float_kind(dtype.kind, name, dtype)
-    A = to_namespace(X, xp, like, like.dtype)
-    try:
-        check_finite(xp, A, name)
-    except ValueError:
-        if dtype != array_dtype(A) and np.isfinite(_host_view(X, name)).all():
-            raise ValueError(
-                f"{name} has values too large for {array_dtype(A)} (the backend's dtype); "
-                f"rescale it or use BACKPROP_DTYPE=float64"
-            ) from None
-        raise
-    return A
+    return to_dtype(X, xp, like, name)
 
 
 def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str = "y"):
@@ -135,8 +176,7 @@ def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str
         check_float_kind(kind, name, dtype)
     elif kind not in "fiub":
         raise TypeError(f"{name} must be numeric for {loss.name}, got dtype {dtype}")
-    Y = xp.reshape(to_namespace(y, xp, like, like.dtype), shape)
-    check_finite(xp, Y, name)
+    Y = xp.reshape(to_dtype(y, xp, like, name), shape)
     if loss.name != "squared_error" and not bool(xp.all((Y >= 0) & (Y <= 1))):
         raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")
     if loss.name == "softmax_cross_entropy":

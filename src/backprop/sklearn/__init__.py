@@ -64,6 +64,10 @@ Differences from scikit-learn
   float32 for float32 X), as scikit-learn does.
 * ``fit`` and ``partial_fit`` take no ``sample_weight`` (the library's losses are unweighted).
 * Sparse X is accepted and densified (the library computes with dense arrays).
+* X (or a regressor's y) with values too large for the network's dtype (e.g. 1e39 in float32) is
+  refused by fit, partial_fit, predict, predict_proba and score with the Trainer's ValueError
+  (BACKPROP_DTYPE=float64 holds them); so are predictions that are not finite and an L-BFGS run
+  whose loss is not finite (X, y or weights whose forward pass overflows the dtype).
 * A step whose loss or updated weights are not finite is refused (the weights of the last finite
   step are kept) and fit raises scikit-learn's "Solver produced non-finite parameter weights"
   ValueError.

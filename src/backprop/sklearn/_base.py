@@ -21,17 +21,28 @@ from sklearn.utils.validation import validate_data
 from ..backends import BACKENDS, get_backend
 from ..core.optim import Adam
 from ..core.tree import tree_map
+from ..core.validation import check_finite
 from ..training.interrupt import deferred_interrupt
 from ..training.trainer import Trainer
 from ._lbfgs import _fit_lbfgs
 from ._network import _SklearnMLP
 from ._sgd import _set_sgd_rate, _StateRateSGD
-from ._utils import _FLOAT_DTYPES, _dense, _host_copy, _host_input, _host_params, _param_names, _random_state
+from ._utils import (
+    _FLOAT_DTYPES,
+    _as_dtype,
+    _dense,
+    _host_copy,
+    _host_input,
+    _host_params,
+    _param_names,
+    _random_state,
+)
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _NON_FINITE = (
     "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
 )
+_OUTPUT = "the network's output (X or the parameters are too large for the dtype?)"  # as MLP.predict words it
 
 
 class _BaseMLP(BaseEstimator):
@@ -149,10 +160,14 @@ class _BaseMLP(BaseEstimator):
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
     def _forward_pass_fast(self, X) -> np.ndarray:
-        """ŷ for X, in X's floating dtype (scikit-learn's name for it)."""
+        """ŷ for X, in X's floating dtype (scikit-learn's name for it).
+
+        ValueError, as the Trainer's, when X has values too large for the network's dtype or the
+        output is not finite (finite X and weights whose forward pass overflows the dtype)."""
         X = _dense(validate_data(self, _host_input(X), accept_sparse=True, dtype=_FLOAT_DTYPES, reset=False))
         backend = self._get_backend()
-        out = self._forward(backend, self._model(), self._device_params(backend), X)
+        out = self._forward(backend, self._model(), self._device_params(backend), _as_dtype(X, backend.dtype_name, "X"))
+        check_finite(np, out, _OUTPUT)
         return out.astype(X.dtype if X.dtype in _FLOAT_DTYPES else np.float64, copy=False)
 
     def _check_solver(self) -> bool:
@@ -182,6 +197,7 @@ class _BaseMLP(BaseEstimator):
             y = y.reshape((-1, 1))
         layer_units = [X.shape[1]] + hidden + [y.shape[1]]
         backend = self._get_backend()
+        X, Y = _as_dtype(X, backend.dtype_name, "X"), _as_dtype(y, backend.dtype_name, "y")  # before any state changes
         self._random_state = _random_state(self)
 
         if first_pass:
@@ -192,8 +208,6 @@ class _BaseMLP(BaseEstimator):
         if self.out_activation_ == "exp" and np.any(y < 0):
             raise ValueError("loss='poisson' needs y >= 0 (some values of y are negative)")
 
-        X = np.asarray(X, dtype=backend.dtype_name)
-        Y = np.asarray(y, dtype=backend.dtype_name)
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(backend, X, Y, incremental)
         else:

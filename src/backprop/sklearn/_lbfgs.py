@@ -76,7 +76,9 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
     """Minimise from the estimator's coefs_ and intercepts_; set them, ``n_iter_`` and ``loss_``.
 
     ``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``; a ConvergenceWarning (scikit-learn's
-    text) when scipy stops for another reason than convergence.
+    text) when scipy stops for another reason than convergence.  ValueError, the weights left as
+    they were, when the loss where scipy stopped is not finite (X or y whose forward pass
+    overflows the dtype).
     """
     import scipy.optimize
 
@@ -103,6 +105,12 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
         callback=callback,
         options={"maxfun": estimator.max_fun, "maxiter": estimator.max_iter, "gtol": estimator.tol},
     )
+    if not np.isfinite(result.fun):
+        raise ValueError(
+            f"Solver produced a non-finite loss ({result.fun}): X, y or the weights are too large for the "
+            f"network's dtype ({backend.dtype_name}). The input data may contain large values and need to be "
+            "preprocessed."
+        )
     if result.status != 0:
         _warn_not_converged(result, estimator.max_iter)
     estimator.n_iter_ = min(result.nit, estimator.max_iter)

@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 
 from ..backends import to_host
 from ..core.tree import tree_map
+from ..core.validation import check_converted
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -19,6 +20,16 @@ def _host_input(a):
     if a is not None and not isinstance(a, np.ndarray) and hasattr(a, "__array_namespace__"):
         return to_host(a)
     return a
+
+
+def _as_dtype(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """The validated (finite) host array ``a`` in the network's ``dtype``: ValueError (the Trainer's,
+    see `backprop.core.validation.check_converted`) when its values are too large for that dtype."""
+    with np.errstate(over="ignore"):  # the overflow is reported by the check
+        converted = np.asarray(a, dtype=dtype)
+    if converted.dtype != a.dtype:  # only a conversion can make the finite values of ``a`` overflow
+        check_converted(np, converted, a, name)
+    return converted
 
 
 def _dense(X):

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 
@@ -27,9 +28,9 @@ import numpy as np
 
 from ..backends import get_backend, to_host
 from ..core.mlp import MLP
-from ..core.optim import Adam, from_config
+from ..core.optim import OPTIMIZERS, Adam, Optimizer, from_config, get_optimizer
 from ..core.tree import tree_flatten, tree_unflatten
-from ..core.validation import as_matrix, as_targets
+from ..core.validation import as_matrix, as_targets, check_finite, whole_number
 from . import checkpoint, fused
 from .callbacks import Callback
 from .distributed import data_parallel
@@ -251,11 +252,47 @@ def _leaf_like(stored: np.ndarray, fresh, name: str, backend):
     return backend.asarray(stored)
 
 
+_OUTPUT = "the network's output (X or the parameters are too large for the dtype?)"  # MLP.predict's wording
+_LOSS = "the loss (X, y or the parameters are too large for the dtype?)"  # MLP.loss_and_grad's
+
+
+def _optimizer(optimizer) -> Optimizer:
+    """An `Optimizer` from an optimizer, a name (`get_optimizer`, with its defaults) or None (Adam(1e-3))."""
+    if optimizer is None:
+        return Adam(1e-3)
+    if isinstance(optimizer, str):
+        return get_optimizer(optimizer)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"optimizer must be a backprop.optim optimizer or the name of one ({', '.join(OPTIMIZERS)}), "
+            f"got {optimizer!r}"
+        )
+    return optimizer
+
+
+def _callbacks(callbacks) -> list[Callback]:
+    """``callbacks`` (a sequence of them, or one) as a list of `Callback` instances; TypeError otherwise."""
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(
+            f"callbacks must be a list of backprop.callbacks.Callback instances, got {type(callbacks).__name__}"
+        ) from None
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be backprop.callbacks.Callback instances, got {type(cb).__name__}")
+    return callbacks
+
+
 class Trainer:
     """Train an `MLP` with an optimizer from `backprop.optim`.
 
-    ``backend``: a Backend, a name or None (``BACKPROP_BACKEND``).  ``seed`` fixes the initial
-    weights and the shuffling: the same seed on the same backend gives identical results.
+    ``optimizer``: an optimizer, its name ("adam", "sgd", ... with its default hyperparameters) or
+    None (Adam(1e-3)).  ``backend``: a Backend, a name or None (``BACKPROP_BACKEND``).  ``seed``
+    (an integer >= 0, or None for fresh entropy) fixes the initial weights and the shuffling: the
+    same seed on the same backend gives identical results.
     Attributes: ``params``, ``opt_state``, ``history`` (per-epoch lists), ``epoch``, ``steps``.
     ``compile_epochs`` (default True): on JAX, `fit` runs each epoch's full batches as one
     compiled ``lax.scan`` of the step (one dispatch per epoch) unless a callback has a per-batch
@@ -269,7 +306,8 @@ class Trainer:
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a backprop.MLP, got {type(model).__name__}")
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
+        self.optimizer = _optimizer(optimizer)
+        seed = None if seed is None else whole_number(seed, "seed", 0)
         self.backend = get_backend(backend)
         self.parallel = data_parallel(devices, self.backend)
         if self.parallel is not None:
@@ -470,19 +508,19 @@ class Trainer:
     ) -> dict:
         """Train for ``epochs`` more epochs of minibatches; returns the history (per-epoch lists).
 
-        ``validation_split`` holds out the last fraction of (X, y) (before shuffling);
-        ``validation_data`` = (X_val, y_val) is used instead when given.  History keys: "loss",
-        "val_loss", and "accuracy"/"val_accuracy" for classification losses.  Ctrl-C stops after
-        the current step: callbacks' ``on_train_end`` still run (a `ModelCheckpoint` saves), the
-        parameters and history are those of the last completed step, and KeyboardInterrupt is
-        re-raised.
+        ``epochs`` and ``batch_size``: integers (Python or NumPy, not bool).  ``validation_split``
+        holds out the last fraction of (X, y) (before shuffling); ``validation_data`` =
+        (X_val, y_val) is used instead when given.  ``callbacks``: `Callback` instances (a list,
+        or one).  History keys: "loss", "val_loss", and "accuracy"/"val_accuracy" for
+        classification losses.  Ctrl-C stops after the current step: callbacks' ``on_train_end``
+        still run (a `ModelCheckpoint` saves), the parameters and history are those of the last
+        completed step, and KeyboardInterrupt is re-raised.
         """
-        if not (isinstance(epochs, int) and epochs >= 0):
-            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not (0.0 <= validation_split < 1.0):
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        epochs, batch_size = whole_number(epochs, "epochs", 0), whole_number(batch_size, "batch_size", 1)
+        real = isinstance(validation_split, numbers.Real) and not isinstance(validation_split, (bool, np.bool_))
+        if not (real and 0.0 <= validation_split < 1.0):
+            raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+        callbacks = _callbacks(callbacks)
         X, Y = self._check_data(X, y)
         if validation_data is not None:
             if len(validation_data) != 2:
@@ -496,7 +534,7 @@ class Trainer:
             X, Y, val = X[:cut, ...], Y[:cut, ...], (X[cut:, ...], Y[cut:, ...])
         else:
             val = None
-        return self._fit(X, Y, epochs, batch_size, val, shuffle, list(callbacks), progress)
+        return self._fit(X, Y, epochs, batch_size, val, shuffle, callbacks, progress)
 
     def _fit(self, X, Y, epochs, batch_size, val, shuffle, callbacks, progress) -> dict:
         from tqdm.auto import tqdm
@@ -578,23 +616,33 @@ class Trainer:
             total_loss, total_correct, count = self.parallel.evaluation_sums(
                 total_loss, total_correct, count, penalty, batch_size
             )
+        if not math.isfinite(total_loss):  # checked after the sums: every process raises alike
+            raise ValueError(f"{_LOSS} contains NaN or infinity")
         logs = {"loss": total_loss / count}
         if model.loss_layer.classification:
             logs["accuracy"] = total_correct / count
         return logs
 
     def evaluate(self, X, y, batch_size: int = 4096) -> dict:
-        """{"loss": mean loss per example, "accuracy": ... (classification)} on (X, y), in batches."""
+        """{"loss": mean loss per example, "accuracy": ... (classification)} on (X, y), in batches
+        of ``batch_size`` (an integer >= 1) rows.  ValueError when the loss is not finite (finite X,
+        y and parameters whose forward pass overflows the dtype), as `MLP.loss_and_grad` gives."""
+        batch_size = whole_number(batch_size, "batch_size", 1)
         return self._evaluate(*self._check_data(X, y), batch_size=batch_size)
 
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
-        """ŷ for the rows of X as a NumPy array (class probabilities for classification), in batches."""
+        """ŷ for the rows of X as a NumPy array (class probabilities for classification), in batches
+        of ``batch_size`` (an integer >= 1) rows.  ValueError when an output is not finite, as
+        `MLP.predict` gives."""
+        batch_size = whole_number(batch_size, "batch_size", 1)
         X = self._check_X(X)
         xp, loss_layer, params = self.backend.xp, self.model.loss_layer, self._local_params()
         outputs = []
         for start in range(0, X.shape[0], batch_size):
             Xb = self._batch(X, np.arange(start, min(start + batch_size, X.shape[0])))
-            outputs.append(self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, params, Xb)[1][-1])))
+            output = self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, params, Xb)[1][-1]))
+            check_finite(np, output, _OUTPUT)
+            outputs.append(output)
         return np.concatenate(outputs, axis=0)
 
     # -- checkpoints -------------------------------------------------------------------------
