@@ -339,3 +339,62 @@ def test_a_deeply_nested_header_is_refused(tmp_path):
     save_file({"params.0.W": np.zeros((2, 2), np.float32)}, path, metadata={"backprop": "[" * 100_000 + "]" * 100_000})
     with pytest.raises(bp.CheckpointError, match="no readable backprop metadata"):
         Trainer.load(path)
+
+
+# -- the checkpoint header, fuzzed: any re-signed edit loads or is a CheckpointError ----------------
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=8)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+_HEADER_KEYS = ("model", "optimizer", "opt_state_structure", "epoch", "steps", "seed", "rng_state", "history")
+
+
+def _fuzzed_header_test():
+    from _counts import count_case
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from backprop.training import checkpoint
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        key=st.sampled_from(_HEADER_KEYS),
+        inner=st.one_of(st.none(), st.sampled_from(["layer_sizes", "loss", "activation", "name", "lr", "alpha"])),
+        value=_json_values(),
+    )
+    def check(tmp_path_factory, key, inner, value):
+        count_case("Trainer.load (re-signed header)")
+        path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
+        trainer = Trainer(bp.MLP([3, 4, 2], loss="softmax_cross_entropy"), optim.Adam(0.01), backend="numpy")
+        trainer.save(path)
+        tensors, meta = checkpoint.load(path)
+        if inner is not None and isinstance(meta.get(key), dict):
+            meta[key][inner] = value
+        else:
+            meta[key] = value
+        checkpoint.save(path, tensors, meta)
+        try:
+            loaded = Trainer.load(path, backend="numpy")
+        except checkpoint.CheckpointError:
+            return
+        # what loads is a working trainer: it predicts and trains, or says clearly why not (a loaded
+        # alpha of 1e300 is a valid configuration whose training diverges)
+        try:
+            assert np.isfinite(loaded.predict(np.ones((2, 3)))).all()
+            loaded.fit(np.ones((4, 3)), np.array([0, 1, 0, 1]), epochs=1, batch_size=2, progress=False)
+        except ValueError:
+            pass
+
+    return check
+
+
+test_a_fuzzed_resigned_header_loads_or_is_a_checkpoint_error = _fuzzed_header_test()

@@ -514,7 +514,8 @@ class Trainer:
         or one).  History keys: "loss", "val_loss", and "accuracy"/"val_accuracy" for
         classification losses.  Ctrl-C stops after the current step: callbacks' ``on_train_end``
         still run (a `ModelCheckpoint` saves), the parameters and history are those of the last
-        completed step, and KeyboardInterrupt is re-raised.
+        completed step, and KeyboardInterrupt is re-raised.  On JAX a compiled epoch is one
+        dispatch, so Ctrl-C lands when the epoch ends (``compile_epochs = False``: after the next step).
         """
         epochs, batch_size = whole_number(epochs, "epochs", 0), whole_number(batch_size, "batch_size", 1)
         real = isinstance(validation_split, numbers.Real) and not isinstance(validation_split, (bool, np.bool_))
