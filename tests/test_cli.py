@@ -184,3 +184,40 @@ def test_no_command_prints_help_to_stderr_and_exits_2(capsys):
     code, out, err = run_cli(capsys)
     assert code == 2 and out == ""
     assert "usage: backprop" in err and "train" in err and "check" in err and "info" in err
+
+
+def test_values_too_large_to_standardise_are_named(capsys, tmp_path):
+    """A finite column near ±1e300 overflows standardisation: one line naming the column, not "NaN or infinity"."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    X[:, 1] = np.where(rng.random(60) > 0.5, 1e300, -1e300)
+    np.savetxt(tmp_path / "big.csv", np.c_[X, rng.integers(0, 2, 60)], delimiter=",")
+    code, out, err = run_cli(capsys, "train", "--no-progress", "--data", str(tmp_path / "big.csv"))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "X cannot be standardised: column(s) 2 hold values up to 1e+300" in err
+
+
+def test_a_regression_target_beyond_float32_is_scored_on_its_own_scale(capsys, tmp_path):
+    """Targets near 1e39 (beyond float32) train on their standardised form and are scored in float64."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.05 * rng.normal(size=200)) * 1e39
+    np.savetxt(tmp_path / "bigy.csv", np.c_[X, y], delimiter=",")
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--no-progress",
+        "--data",
+        str(tmp_path / "bigy.csv"),
+        "--epochs",
+        "60",
+        "--lr",
+        "0.01",
+        "--hidden",
+        "16",
+        "--task",
+        "regression",
+    )
+    assert code == 0
+    r2, rmse = re.search(r"test R\^2: ([-0-9.]+)  RMSE: (\S+)", out).groups()
+    assert float(r2) > 0.9 and np.isfinite(float(rmse))

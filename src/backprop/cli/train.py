@@ -124,6 +124,23 @@ def _plot(history: dict, path: str) -> bool:
     return True
 
 
+def _standardiser(scaler_class, A: np.ndarray, name: str):
+    """A StandardScaler fitted to ``A``, after checking that standardising it stays finite: a column
+    of finite values whose mean or variance overflows float64 (values near ±1e300) is refused
+    with a CommandError naming it, rather than reported later as NaN or infinity."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler = scaler_class().fit(A)
+        bad = ~(np.isfinite(scaler.mean_) & np.isfinite(scaler.scale_))
+    if bad.any():
+        columns = ", ".join(str(int(c) + 1) for c in np.flatnonzero(bad)[:5])
+        largest = float(np.max(np.abs(A[:, bad])))
+        raise CommandError(
+            f"{name} cannot be standardised: column(s) {columns} hold values up to {largest:.3g} in magnitude, "
+            "whose mean or variance overflows float64; rescale them"
+        )
+    return scaler
+
+
 def run(args) -> int:
     with _sigterm_as_ctrl_c():
         return _run(args)
@@ -178,9 +195,9 @@ def _run(args) -> int:
             f"too few samples ({len(data.X)}): --test-size {args.test_size} leaves "
             f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2"
         )
-    x_scaler = StandardScaler().fit(X_train)
+    x_scaler = _standardiser(StandardScaler, X_train, "X")
     X_train, X_test = x_scaler.transform(X_train), x_scaler.transform(X_test)
-    y_scaler = StandardScaler().fit(y_train) if task == "regression" else None
+    y_scaler = _standardiser(StandardScaler, y_train, "the target") if task == "regression" else None
     if y_scaler is not None:
         y_train = y_scaler.transform(y_train)
 
@@ -227,7 +244,7 @@ def _run(args) -> int:
         metrics = {"test_accuracy": float(np.mean(np.argmax(output, axis=1) == y_test))}
         print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     else:
-        pred = y_scaler.inverse_transform(output)
+        pred = y_scaler.inverse_transform(output.astype(np.float64))  # back to the target's own scale, in float64
         residual, spread = float(np.sum((y_test - pred) ** 2)), float(np.sum((y_test - y_test.mean(axis=0)) ** 2))
         r2 = 1.0 - residual / spread if spread > 0 else None  # undefined for a constant test target
         metrics = {"test_r2": r2, "test_rmse": float(np.sqrt(residual / y_test.size))}
