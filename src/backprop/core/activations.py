@@ -45,8 +45,12 @@ class Activation:
 
 
 def sigmoid(xp, z):
-    """σ(z) = 1 / (1 + e^(−z)) = ½ (1 + tanh(z/2)): no exp to overflow, and one pass fewer than a where."""
-    return 0.5 * xp.tanh(0.5 * z) + 0.5
+    """σ(z) = 1 / (1 + e^(−z)), accurate to the dtype's last bits over its whole range: with
+    e = e^(−|z|) (never overflows), σ = 1 / (1 + e) for z ≥ 0 and e / (1 + e) for z < 0, so a
+    probability near 0 keeps its relative accuracy down to the smallest subnormal instead of
+    rounding to 0 (the form ½ tanh(z/2) + ½ gives exactly 0 from z ≈ −17 in float32)."""
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sigmoid_into(lib, Z, out, T):
