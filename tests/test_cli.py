@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -28,17 +29,35 @@ def test_train_default_reaches_095_on_digits(capsys):
     assert "digits" in err and os.environ.get("BACKPROP_BACKEND", "numpy") in err  # the selected backend
 
 
-def test_train_as_module_with_progress_bar():
-    result = subprocess.run(
-        [sys.executable, "-m", "backprop", "train", "--epochs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "BACKPROP_BACKEND": "numpy"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "test accuracy:" in result.stdout
-    assert "loss=" in result.stderr  # the tqdm bar with the loss in its postfix
+def test_train_as_module_with_progress_bar_on_a_terminal():
+    """The progress bar is drawn when stderr is a terminal (a pseudo-terminal here), not into a pipe."""
+    pty = pytest.importorskip("pty")
+    fcntl, termios = pytest.importorskip("fcntl"), pytest.importorskip("termios")
+    env = {"PATH": "/usr/bin:/bin", "BACKPROP_BACKEND": "numpy"}
+    argv = [sys.executable, "-m", "backprop", "train", "--epochs", "2"]
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "test accuracy:" in piped.stdout and "loss=" not in piped.stderr  # no bar in a pipe or a log file
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns: room for the bar
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terminal, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:  # read the terminal until the child closes it (EIO), so that it never blocks on a full one
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    out, _ = child.communicate(timeout=300)
+    err = b"".join(chunks).decode(errors="replace")
+    assert child.returncode == 0, err
+    assert b"test accuracy:" in out
+    assert "loss=" in err  # the tqdm bar with the loss in its postfix
 
 
 def test_train_writes_checkpoint_metrics_and_plot(capsys, tmp_path):
@@ -68,6 +87,7 @@ def test_train_writes_checkpoint_metrics_and_plot(capsys, tmp_path):
         float(re.search(r"accuracy: ([0-9.]+)", out).group(1)), abs=1e-4
     )
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "scaler.json").read_text())["x_mean"] == metrics["x_mean"]
     trainer = Trainer.load(tmp_path / "checkpoint.safetensors")
     assert trainer.epoch == 3 and trainer.model.layer_sizes == (64, 32, 16, 10)
 

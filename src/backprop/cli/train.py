@@ -3,9 +3,13 @@
 With --data FILE (.npz with X and y, or .csv with the target in the last column) it trains on
 your data; --task says classification or regression (default: guessed from y).  Features are
 standardised with the training split's mean and deviation (regression targets too).
---out DIR writes checkpoint.safetensors (every epoch, and when stopped with Ctrl-C or SIGTERM),
-metrics.json and loss_curve.png.  SIGTERM (kill, a job scheduler) stops training like Ctrl-C: after
-the current step, with a final checkpoint, exit code 130.
+--out DIR writes scaler.json (the task, split, batch size and standardisation, before training),
+checkpoint.safetensors (every epoch, and when stopped with Ctrl-C or SIGTERM), metrics.json and,
+with matplotlib, loss_curve.png.  SIGTERM (kill, a job scheduler) stops training like Ctrl-C: after
+the current step, with a final checkpoint, exit code 130.  --resume DIR/checkpoint.safetensors
+continues such a run on the same --data up to --epochs epochs in all: the network, optimizer, task,
+split (--seed, --test-size), --batch-size and scaling come from the checkpoint and the scaler.json
+beside it; --out defaults to the checkpoint's folder.  The progress bar shows only on a terminal.
 """
 
 from __future__ import annotations
@@ -39,8 +43,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, the weights and the shuffling")
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
-    parser.add_argument("--out", help="folder for checkpoint.safetensors, metrics.json and loss_curve.png")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--out", help="folder for checkpoint.safetensors, scaler.json, metrics.json and loss_curve.png")
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue the run that --out wrote this checkpoint for (same --data), up to --epochs epochs in all",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: none unless a terminal)")
     parser.add_argument(
         "--devices",
         help="data-parallel training on JAX: 'all' or N (the first N devices); "
@@ -101,7 +110,17 @@ def _check_options(args) -> None:
         raise CommandError(f"--test-size must be between 0 and 1, got {args.test_size}")
 
 
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (False for a pipe, a file, a captured or closed stream)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _plot(history: dict, path: str) -> bool:
+    """Draw the loss curve to ``path``; True when it was written.  Without matplotlib, or when drawing
+    fails, one line on stderr says so and nothing is written (a partial file is removed)."""
     try:
         import matplotlib
 
@@ -109,19 +128,98 @@ def _plot(history: dict, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         print(
-            'backprop train: matplotlib is missing, no loss_curve.png (pip install "backprop[plot]")', file=sys.stderr
+            'backprop train: matplotlib is not installed: pip install "backprop[plot]"; no loss_curve.png',
+            file=sys.stderr,
         )
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("loss", "val_loss"):
-        if key in history:
-            ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
-    ax.set(xlabel="epoch", ylabel="loss per example", yscale="log", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        try:
+            for key in ("loss", "val_loss"):
+                if key in history:
+                    ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+            ax.set(xlabel="epoch", ylabel="loss per example", yscale="log", title="training loss")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+        finally:
+            plt.close(fig)
+    except Exception as exc:  # a drawing or writing failure costs the plot, not the run's other files
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        print(f"backprop train: could not draw loss_curve.png: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
     return True
+
+
+class _Scaler:
+    """A standardisation (x - mean) / scale from a saved scaler.json: the same arithmetic as scikit-learn's
+    StandardScaler (in place on a copy of the input, float32 or float64, with mean and scale in its dtype)."""
+
+    def __init__(self, mean, scale):
+        self.mean_, self.scale_ = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+
+    def transform(self, A: np.ndarray) -> np.ndarray:
+        A = np.array(A, dtype=A.dtype if A.dtype.kind == "f" else np.float64)
+        A -= self.mean_.astype(A.dtype)
+        A /= self.scale_.astype(A.dtype)
+        return A
+
+    def inverse_transform(self, A: np.ndarray) -> np.ndarray:
+        A = np.array(A, dtype=A.dtype if A.dtype.kind == "f" else np.float64)
+        A *= self.scale_.astype(A.dtype)
+        A += self.mean_.astype(A.dtype)
+        return A
+
+
+SCALER_FILE = "scaler.json"  # beside checkpoint.safetensors: what --resume needs besides the trainer
+
+
+def _read_saved_run(checkpoint_path: str) -> dict:
+    """The scaler.json beside ``checkpoint_path`` (a CommandError when it is missing or unusable)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), SCALER_FILE)
+    if not os.path.isfile(checkpoint_path):
+        raise CommandError(f"--resume {checkpoint_path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("task") not in ("classification", "regression"):
+            raise ValueError(f"unknown task {saved.get('task')!r}")
+        needed = ["seed", "test_size", "batch_size", "classes", "x_mean", "x_scale"]
+        needed += ["y_mean", "y_scale"] if saved["task"] == "regression" else []
+        missing = [key for key in needed if key not in saved]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except FileNotFoundError:
+        raise CommandError(
+            f"--resume needs the {SCALER_FILE} that --out wrote beside the checkpoint; {path} does not exist"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{path} is not a usable {SCALER_FILE}: {type(exc).__name__}: {exc}") from None
+    return saved
+
+
+def _split_error(exc: ValueError, y: np.ndarray, classes, guessed: str | None) -> CommandError:
+    """The one-line error for a train/test split that fails.  For classification, classes with a single
+    row are counted rather than listed; when the task was guessed from whole-number targets (``guessed``:
+    the data's name), the line ends with the hint that --task regression exists."""
+    if classes is None:
+        return CommandError(f"cannot split the data: {exc}")
+    counts = np.bincount(y, minlength=len(classes))
+    single = int(np.sum(counts < 2))
+    if guessed is not None:
+        reason = f"{single} of them on a single row" if single else str(exc).rstrip(".")
+        return CommandError(
+            f"cannot split the data by class: the target of {guessed} looks like {len(classes)} distinct "
+            f"whole-number classes ({reason}); if this is a regression target, pass --task regression"
+        )
+    if single:
+        examples = ", ".join(str(c) for c in classes[counts < 2][:5]) + (", ..." if single > 5 else "")
+        return CommandError(
+            f"cannot split the data: {single} of the {len(classes)} classes have a single row ({examples}); "
+            "each class needs at least 2"
+        )
+    return CommandError(f"cannot split the data: {exc}")
 
 
 def _standardiser(scaler_class, A: np.ndarray, name: str):
@@ -167,8 +265,17 @@ def _run(args) -> int:
             "--devices needs the JAX backend (data-parallel training uses JAX's sharding), "
             f"but the backend is {backend.name!r} (--backend or BACKPROP_BACKEND)"
         )
+    resume = getattr(args, "resume", None)
+    saved = _read_saved_run(resume) if resume else None
+    trainer = Trainer.load(resume, backend=backend, devices=devices) if resume else None
+    seed, test_size, batch_size = (
+        (saved["seed"], saved["test_size"], saved["batch_size"])
+        if saved
+        else (args.seed, args.test_size, args.batch_size)
+    )
     data = load_file(args.data) if args.data else digits()
-    task = infer_task(data.y, args.task)
+    task = saved["task"] if saved else infer_task(data.y, args.task)
+    guessed = args.task == "auto" and not saved and task == "classification" and data.y.dtype.kind in "fiu"
     classes = None
     if task == "classification":
         if data.y.ndim != 1:
@@ -177,6 +284,10 @@ def _run(args) -> int:
         if len(classes) < 2:
             raise CommandError(f"classification needs at least 2 classes, found {len(classes)}")
         n_out, loss, stratify = len(classes), "softmax_cross_entropy", y
+        if saved and classes.tolist() != saved["classes"]:
+            raise CommandError(
+                f"--resume: the classes of {data.name} differ from those of the run being resumed; give the same --data"
+            )
     else:
         if data.y.dtype.kind not in "fiub":
             raise CommandError(f"regression needs a numeric target, got dtype {data.y.dtype}")
@@ -186,22 +297,30 @@ def _run(args) -> int:
         n_out, loss, stratify = y.shape[1], "squared_error", None
     try:
         X_train, X_test, y_train, y_test = train_test_split(
-            data.X, y, test_size=args.test_size, random_state=args.seed, stratify=stratify
+            data.X, y, test_size=test_size, random_state=seed, stratify=stratify
         )
     except ValueError as exc:
-        raise CommandError(f"cannot split the data: {exc}") from None
+        raise _split_error(exc, y, classes, data.name if guessed else None) from None
     if min(len(X_train), len(X_test)) < 2:
         raise CommandError(
-            f"too few samples ({len(data.X)}): --test-size {args.test_size} leaves "
+            f"too few samples ({len(data.X)}): --test-size {test_size} leaves "
             f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2"
         )
-    x_scaler = _standardiser(StandardScaler, X_train, "X")
+    if saved:  # the scaling of the run being resumed, not one refitted
+        x_scaler = _Scaler(saved["x_mean"], saved["x_scale"])
+        y_scaler = _Scaler(saved["y_mean"], saved["y_scale"]) if task == "regression" else None
+        if x_scaler.mean_.shape != (data.X.shape[1],) or (y_scaler and y_scaler.mean_.shape != (n_out,)):
+            raise CommandError(f"--resume: {data.name} does not have the columns of the run being resumed")
+    else:
+        x_scaler = _standardiser(StandardScaler, X_train, "X")
+        y_scaler = _standardiser(StandardScaler, y_train, "the target") if task == "regression" else None
     X_train, X_test = x_scaler.transform(X_train), x_scaler.transform(X_test)
-    y_scaler = _standardiser(StandardScaler, y_train, "the target") if task == "regression" else None
     if y_scaler is not None:
         y_train = y_scaler.transform(y_train)
 
-    layer_sizes = [data.X.shape[1], *hidden, n_out]
+    if trainer is not None:
+        _check_resumed(trainer, [data.X.shape[1], n_out], loss, args.epochs, resume)
+    layer_sizes = [data.X.shape[1], *hidden, n_out] if trainer is None else list(trainer.model.layer_sizes)
     parameters = _parameter_count(layer_sizes)
     if parameters > MAX_PARAMETERS:
         raise CommandError(
@@ -209,10 +328,12 @@ def _run(args) -> int:
             f"{MAX_PARAMETERS:,} (2**31) this command builds; make --hidden smaller"
         )
     try:
-        model = MLP(layer_sizes, activation=args.activation, loss=loss)
-        trainer = Trainer(
-            model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
-        )
+        if trainer is None:
+            model = MLP(layer_sizes, activation=args.activation, loss=loss)
+            trainer = Trainer(
+                model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
+            )
+        model = trainer.model
     except MemoryError as exc:
         raise CommandError(
             f"not enough memory for the network {layer_sizes} ({parameters:,} parameters)"
@@ -220,24 +341,42 @@ def _run(args) -> int:
         ) from None
     if trainer.parallel is not None:
         print(f"data-parallel: {trainer.parallel}", file=sys.stderr)
+    first_epoch = trainer.epoch
     print(
-        f"training {model.layer_sizes} {args.activation} on {data.name} ({len(X_train)} train / "
-        f"{len(X_test)} test) with {backend.name} on {backend.device_name}, {backend.dtype_name}",
+        f"training {model.layer_sizes} {model.activation.name} on {data.name} ({len(X_train)} train / "
+        f"{len(X_test)} test) with {backend.name} on {backend.device_name}, {backend.dtype_name}"
+        + (f", resuming after epoch {first_epoch}" if resume else ""),
         file=sys.stderr,
     )
     start = time.perf_counter()
     callbacks = []
-    if args.out:  # a checkpoint every epoch, and on Ctrl-C
-        os.makedirs(args.out, exist_ok=True)
-        callbacks.append(ModelCheckpoint(os.path.join(args.out, "checkpoint.safetensors")))
-    history = trainer.fit(
-        X_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        callbacks=callbacks,
-        progress=not args.no_progress,
-    )
+    out = args.out or (os.path.dirname(os.path.abspath(resume)) if resume else None)
+    checkpoint_path = os.path.join(out, "checkpoint.safetensors") if out else None
+    if out:  # a checkpoint every epoch, and on Ctrl-C, and before that what --resume needs besides it
+        os.makedirs(out, exist_ok=True)
+        run_file = {"data": data.name, "task": task, "seed": seed, "test_size": test_size, "batch_size": batch_size}
+        run_file.update(classes=None if classes is None else classes.tolist(), **_scaler_fields(x_scaler, y_scaler))
+        with open(os.path.join(out, SCALER_FILE), "w", encoding="utf-8") as f:
+            json.dump(run_file, f, indent=2)
+        callbacks.append(ModelCheckpoint(checkpoint_path))
+    try:
+        history = trainer.fit(
+            X_train,
+            y_train,
+            epochs=args.epochs - first_epoch,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            progress=not args.no_progress and _is_terminal(sys.stderr),
+        )
+    except KeyboardInterrupt:
+        if checkpoint_path and os.path.isfile(checkpoint_path):
+            again = f"backprop train --resume {checkpoint_path}" + (f" --data {args.data}" if args.data else "")
+            print(
+                f"backprop train: saved {checkpoint_path} after epoch {trainer.epoch}; continue with: "
+                f"{again} --epochs {args.epochs}",
+                file=sys.stderr,
+            )
+        raise
     seconds = time.perf_counter() - start
     output = trainer.predict(X_test)
     if task == "classification":
@@ -249,9 +388,14 @@ def _run(args) -> int:
         r2 = 1.0 - residual / spread if spread > 0 else None  # undefined for a constant test target
         metrics = {"test_r2": r2, "test_rmse": float(np.sqrt(residual / y_test.size))}
         print(f"test R^2: {'n/a' if r2 is None else f'{r2:.4f}'}  RMSE: {metrics['test_rmse']:.4g}")
-    print(f"trained {trainer.epoch} epochs ({trainer.steps} steps) in {seconds:.1f} s", file=sys.stderr)
+    if resume:
+        done = f"{trainer.epoch - first_epoch} more epochs in {seconds:.1f} s "
+        done += f"({trainer.epoch} epochs, {trainer.steps} steps in all)"
+    else:
+        done = f"{trainer.epoch} epochs ({trainer.steps} steps) in {seconds:.1f} s"
+    print(f"trained {done}", file=sys.stderr)
 
-    if args.out:
+    if out:
         report = {
             "data": data.name,
             "task": task,
@@ -263,13 +407,34 @@ def _run(args) -> int:
             "history": history,
             "metrics": metrics,
             "classes": None if classes is None else classes.tolist(),
-            "x_mean": x_scaler.mean_.tolist(),
-            "x_scale": x_scaler.scale_.tolist(),
+            **_scaler_fields(x_scaler, y_scaler),
         }
-        if y_scaler is not None:
-            report.update(y_mean=y_scaler.mean_.tolist(), y_scale=y_scaler.scale_.tolist())
-        with open(os.path.join(args.out, "metrics.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-        _plot(history, os.path.join(args.out, "loss_curve.png"))
-        print(f"wrote {args.out}/checkpoint.safetensors, metrics.json, loss_curve.png", file=sys.stderr)
+        written = ["checkpoint.safetensors", SCALER_FILE, "metrics.json"]
+        if _plot(history, os.path.join(out, "loss_curve.png")):
+            written.append("loss_curve.png")
+        print(f"wrote {os.path.join(out, written[0])}, {', '.join(written[1:])}", file=sys.stderr)
     return 0
+
+
+def _scaler_fields(x_scaler, y_scaler) -> dict:
+    """x_mean, x_scale (and y_mean, y_scale for regression) as JSON lists: floats round-trip exactly."""
+    fields = {"x_mean": x_scaler.mean_.tolist(), "x_scale": x_scaler.scale_.tolist()}
+    if y_scaler is not None:
+        fields.update(y_mean=y_scaler.mean_.tolist(), y_scale=y_scaler.scale_.tolist())
+    return fields
+
+
+def _check_resumed(trainer, ends: list[int], loss: str, epochs: int, path: str) -> None:
+    """A CommandError unless the resumed network fits the data (inputs, outputs, loss) and has epochs left."""
+    model = trainer.model
+    if [model.layer_sizes[0], model.layer_sizes[-1]] != ends or model.loss_layer.name != loss:
+        raise CommandError(
+            f"--resume: the checkpoint's network {list(model.layer_sizes)} ({model.loss_layer.name}) does not fit "
+            f"this data ({ends[0]} features, {ends[1]} outputs, {loss}); give the same --data as the run being resumed"
+        )
+    if epochs <= trainer.epoch:
+        raise CommandError(
+            f"--resume: {path} has already trained {trainer.epoch} epochs; pass --epochs above {trainer.epoch}"
+        )
