@@ -27,7 +27,7 @@
 set -euo pipefail
 
 # The pure-Python wheels the GPU machine lacks (Python 3.12 there), by distribution name.
-WHEEL_LIST=(array-api-compat array-api-strict)
+WHEEL_LIST=(array-api-compat array-api-strict sybil)
 
 DRY_RUN=0
 case "${1:-}" in
