@@ -335,3 +335,48 @@ def test_a_failing_build_leaves_no_tracing_behind(monkeypatch):
     with pytest.raises(MemoryError, match="no room"):
         bench.build_backprop(bench.NETWORKS["seed"], 2, get_backend("numpy"))
     assert not tracemalloc.is_tracing()
+
+
+# -- BLAS threads ------------------------------------------------------------------------------
+def test_the_floor_row_is_the_fastest_of_its_thread_counts():
+    """matmul_floor timed at several counts reports the fastest of them, with every median in its info."""
+    from backprop.bench.cells import _best_floor
+
+    def row(contender, median, threads):
+        return {"contender": contender, "median_s": median, "blas_threads": threads, "info": {}}
+
+    rows = _best_floor(
+        [row("backprop", 3.0, 1), row("matmul_floor@1", 2.0, 1), row("matmul_floor@2", 1.0, 2), row("torch", 4.0, 2)]
+    )
+    assert [r["contender"] for r in rows] == ["backprop", "matmul_floor", "torch"]
+    floor = rows[1]
+    assert floor["median_s"] == 1.0 and floor["blas_threads"] == 2
+    assert floor["info"]["median_s_by_threads"] == {"1": 2.0, "2": 1.0}
+    assert _best_floor([row("backprop", 3.0, 1)]) == [row("backprop", 3.0, 1)]
+
+
+def test_cli_bench_shows_the_thread_count_of_every_row(tmp_path, capsys):
+    from backprop.backends import threads
+
+    out = tmp_path / "bench"
+    args = ["bench", "--networks", "seed", "--batch-sizes", "2", "--backends", "numpy"]
+    args += ["--contenders", "backprop,matmul_floor", "--time-budget", "0.02", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "threads" in printed.splitlines()[4]  # the table's head
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    limit = threads.current()
+    assert {r["contender"] for r in rows} == {"backprop", "matmul_floor"}
+    for r in rows:
+        assert 1 <= r["blas_threads"] <= limit
+    floor = next(r for r in rows if r["contender"] == "matmul_floor")
+    if len(threads.candidates(limit)) > 1:  # timed at every candidate count, the fastest kept
+        tried = floor["info"]["median_s_by_threads"]
+        assert set(tried) == {str(n) for n in threads.candidates(limit)}
+        assert floor["median_s"] == min(tried.values()) == tried[str(floor["blas_threads"])]
+    assert threads.current() == limit  # the caller's count, restored
+
+    assert main([*args, "--blas-threads", "1"]) == 0  # everything at the count asked for
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    assert [r["blas_threads"] for r in rows] == [1, 1] and "median_s_by_threads" not in rows[1]["info"]
+    assert threads.current() == limit

@@ -15,7 +15,9 @@ callable that runs ONE step and synchronises (see `build`):
     only the matrix products that a step needs, into preallocated outputs where the backend
     allows (``out=`` on NumPy and CuPy; one ``jax.jit`` of just the products on JAX): per layer
     the forward H·W, the weight gradient Hᵀ·δ and, for every layer but the first, δ·Wᵀ.  It is
-    what the BLAS (cuBLAS, XLA) sets as the limit; `step_flops` counts its FLOPs.
+    what the BLAS (cuBLAS, XLA) sets as the limit; `step_flops` counts its FLOPs.  On NumPy,
+    `run_cell` times it at every candidate BLAS thread count and reports the fastest, while
+    ``backprop`` runs at the count its step chose (each row names its count).
 ``jax_grad`` (JAX backends only)
     ``jax.jit`` of ``jax.value_and_grad`` of an independent JAX loss of the same network plus the
     same `backprop.optim` update, in float32 at the same matmul precision.

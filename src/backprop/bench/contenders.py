@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend, to_host
+from ..backends import Backend, threads, to_host
 from ..core.tree import tree_leaves
 from ..gradcheck import reference_loss
+from ..training.fused import FusedStep
 from ..training.trainer import Trainer
 from .environment import cpu_threads, effective_matmul_precision, is_gpu
 from .grid import Network, get_network, load_backend, step_flops
@@ -36,7 +37,9 @@ class Contender:
     ``params()``: the current parameters as NumPy arrays, W of shape (fan_in, fan_out) then b,
     layer by layer (None for matmul_floor).  ``flops``: the FLOPs of one step, counted from the
     products the contender actually runs for matmul_floor.  ``info``: facts worth recording
-    (library versions, precision, peak memory).
+    (library versions, precision, peak memory).  ``blas_threads``: NumPy's BLAS thread count
+    that `warmup` and the timer (`backprop.bench.timing`) set around its steps (None: as they
+    are); ``threads()``: the thread count it ran with, for the report (None: not applicable).
     """
 
     name: str
@@ -48,17 +51,26 @@ class Contender:
     flops: int = 0
     info: dict = dataclasses.field(default_factory=dict)
     close: Callable[[], None] | None = dataclasses.field(default=None, repr=False)
+    blas_threads: int | None = None
+    threads: Callable[[], int | None] | None = dataclasses.field(default=None, repr=False)
 
     def __call__(self):
         return self.step()
 
+    def ran_with(self) -> int | None:
+        """The thread count it ran with: ``blas_threads`` when set, else ``threads()``."""
+        if self.blas_threads is not None:
+            return self.blas_threads
+        return self.threads() if self.threads is not None else None
+
     def warmup(self, calls: int = 2) -> float:
         """Run ``calls`` steps (the first compiles on JAX); returns the seconds of the last one."""
         seconds = 0.0
-        for _ in range(max(1, calls)):
-            start = time.perf_counter()
-            self.step()
-            seconds = time.perf_counter() - start
+        with threads.running_at(self.blas_threads):
+            for _ in range(max(1, calls)):
+                start = time.perf_counter()
+                self.step()
+                seconds = time.perf_counter() - start
         return seconds
 
     def release(self) -> None:
@@ -99,14 +111,26 @@ def _check_contender(name: str) -> None:
 
 
 def build(
-    contender: str, network: str | Network, batch: int, backend: Backend | str, optimizer: str = "sgd", seed: int = 0
+    contender: str,
+    network: str | Network,
+    batch: int,
+    backend: Backend | str,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    blas_threads: int | None = None,
 ) -> Contender:
-    """Contender ``contender`` for one cell (network, batch, backend), ready to `warmup` and time."""
+    """Contender ``contender`` for one cell (network, batch, backend), ready to `warmup` and time.
+
+    ``blas_threads`` (NumPy's BLAS; None: each contender's default): the backprop step's
+    ``Trainer(blas_threads=...)`` (None: its automatic choice), the count matmul_floor's rounds
+    run at (None: the count in force); the other contenders ignore it."""
     network = get_network(network)
     if not (isinstance(batch, int) and batch >= 1):
         raise ValueError(f"batch size must be an integer >= 1, got {batch!r}")
     backend = load_backend(backend) if isinstance(backend, str) else backend
     _check_contender(contender)
+    if contender in ("backprop", "matmul_floor"):
+        return BUILDERS[contender](network, batch, backend, optimizer, seed, blas_threads=threads.check(blas_threads))
     return BUILDERS[contender](network, batch, backend, optimizer, seed)
 
 
@@ -132,12 +156,24 @@ def _params_on_host(backend: Backend, params) -> list:
 # -- backprop --------------------------------------------------------------------------------
 
 
-def build_backprop(network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0) -> Contender:
-    """The library's compiled step (`Trainer.step`), fed back its own params and state; on NumPy and
-    CuPy ``info["memory"]`` compares the step's peak memory with what a step needs (`needed_bytes`)."""
+def build_backprop(
+    network: Network,
+    batch: int,
+    backend: Backend,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    blas_threads: int | None = None,
+) -> Contender:
+    """The library's compiled step (`Trainer.step`, at ``Trainer(blas_threads=...)``), fed back its
+    own params and state; on NumPy and CuPy ``info["memory"]`` compares the step's peak memory with
+    what a step needs (`needed_bytes`).  ``threads()``: the BLAS thread count its step chose (NumPy)."""
+    threads.libraries()  # found once per process: not the step's memory
     memory = StepMemory(backend)
     try:
-        trainer = Trainer(network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed)
+        trainer = Trainer(
+            network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed, blas_threads=blas_threads
+        )
+        fused = trainer.step if isinstance(trainer.step, FusedStep) else None
         _, X, Y = trainer.model.prepare(trainer.params, *make_data(network, batch, seed))
         box = {"params": trainer.params, "state": trainer.opt_state}
         trainer.params = trainer.opt_state = None  # donated on JAX: only the returned ones are valid
@@ -155,6 +191,7 @@ def build_backprop(network: Network, batch: int, backend: Backend, optimizer: st
         step_flops(network.layer_sizes, batch),
         info=info,
         close=box.clear,
+        threads=(lambda: fused.threads(batch)) if fused is not None else None,
     )
 
 
@@ -173,9 +210,15 @@ def _step_memory(memory: StepMemory, step: Callable, box: dict, network: Network
 
 
 def build_matmul_floor(
-    network: Network, batch: int, backend: Backend, optimizer: str = "sgd", seed: int = 0
+    network: Network,
+    batch: int,
+    backend: Backend,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    blas_threads: int | None = None,
 ) -> Contender:
-    """Only the matrix products of one step, into preallocated outputs where the backend allows."""
+    """Only the matrix products of one step, into preallocated outputs where the backend allows;
+    on NumPy its rounds run at ``blas_threads`` (None: the count in force), which it reports."""
     pairs = list(zip(network.layer_sizes[:-1], network.layer_sizes[1:]))
     pool = np.random.default_rng(seed).standard_normal(1 << 16, dtype=np.float32) * np.float32(0.1)
     # Operands: H_l (n × fan_in), W_l (fan_in × fan_out), δ_l (n × fan_out), filled from the pool
@@ -192,7 +235,19 @@ def build_matmul_floor(
     shapes = _product_shapes(pairs, batch)
     flops = sum(2 * m * k * n for m, k, n in shapes)
     info = {"products": len(shapes), "outputs": outputs}
-    return Contender("matmul_floor", network, batch, backend, step, None, flops, info)
+    numpy = backend.name == "numpy"
+    return Contender(
+        "matmul_floor",
+        network,
+        batch,
+        backend,
+        step,
+        None,
+        flops,
+        info,
+        blas_threads=blas_threads if numpy else None,
+        threads=threads.current if numpy else None,
+    )
 
 
 def _operands(H: list, W: list, D: list) -> list[tuple]:
@@ -322,7 +377,18 @@ def build_torch(network: Network, batch: int, backend: Backend, optimizer: str =
         "threads": torch.get_num_threads(),
         "matmul_precision": precision,
     }
-    return Contender("torch", network, batch, backend, step, params, step_flops(network.layer_sizes, batch), info)
+    torch_threads = (lambda: info["threads"]) if device.type == "cpu" else None
+    return Contender(
+        "torch",
+        network,
+        batch,
+        backend,
+        step,
+        params,
+        step_flops(network.layer_sizes, batch),
+        info,
+        threads=torch_threads,
+    )
 
 
 def _torch_device(torch, backend: Backend) -> tuple:

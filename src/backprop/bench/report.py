@@ -23,7 +23,7 @@ def format_rate(x: float) -> str:
 
 
 def format_tables(report: dict) -> str:
-    """One plain-text table per backend: median, IQR, rounds, samples/s, GFLOP/s and the ratios."""
+    """One plain-text table per backend: BLAS threads, median, IQR, rounds, samples/s, GFLOP/s and the ratios."""
     lines = _header(report)
     shown = []
     for backend in report.get("backends", []):
@@ -38,6 +38,8 @@ def format_tables(report: dict) -> str:
         "",
         "÷X = this row's median step time ÷ contender X's in the same cell (>1: slower than X). "
         "GFLOP/s counts matrix-product FLOPs only.",
+        "threads = the BLAS (torch: intra-op) thread count the row ran with: backprop's own choice per "
+        "network and batch size unless --blas-threads; matmul_floor the fastest of the counts tried.",
     ]
     if any(_memory_ratio(r) is not None for r in shown):
         lines.append(
@@ -87,8 +89,8 @@ def _backend_table(backend: dict, rows: list[dict]) -> list[str]:
     others = [c for c in CONTENDERS if any(r["contender"] == c for r in rows)]
     memory = any(_memory_ratio(r) is not None for r in rows)
     head = (
-        f"{'network':<8}{'batch':>7}  {'contender':<13}{'median':>10}{'IQR':>10}{'rounds':>7}{'samples/s':>11}"
-        f"{'GFLOP/s':>9}"
+        f"{'network':<8}{'batch':>7}  {'contender':<13}{'threads':>8}{'median':>10}{'IQR':>10}{'rounds':>7}"
+        f"{'samples/s':>11}{'GFLOP/s':>9}"
         + "".join(f"{'÷' + ('floor' if c == 'matmul_floor' else c):>11}" for c in others)
         + (f"{'mem÷need':>10}" if memory else "")
     )
@@ -98,7 +100,8 @@ def _backend_table(backend: dict, rows: list[dict]) -> list[str]:
 def _row_line(row: dict, others: list[str], memory: bool) -> str:
     ratios = "".join(f"{(format(row['ratios'][c], '.2f') if c in row['ratios'] else '-'):>11}" for c in others)
     line = (
-        f"{row['network']:<8}{row['batch']:>7}  {row['contender']:<13}{format_seconds(row['median_s']):>10}"
+        f"{row['network']:<8}{row['batch']:>7}  {row['contender']:<13}{_threads(row):>8}"
+        f"{format_seconds(row['median_s']):>10}"
         f"{format_seconds(row['iqr_s']):>10}{row['rounds']:>7}{format_rate(row['samples_per_s']):>11}"
         f"{row['gflops']:>9.3g}{ratios}"
     )
@@ -106,6 +109,12 @@ def _row_line(row: dict, others: list[str], memory: bool) -> str:
         ratio = _memory_ratio(row)
         line += f"{(format(ratio, '.2f') if ratio is not None else '-'):>10}"
     return line
+
+
+def _threads(row: dict) -> str:
+    """The row's thread count, "-" where none applies (a GPU, JAX)."""
+    count = row.get("blas_threads")
+    return "-" if count is None else str(count)
 
 
 def _memory_ratio(row: dict) -> float | None:

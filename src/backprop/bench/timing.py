@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Sequence
 
+from ..backends import threads
 from .contenders import Contender
 
 
@@ -98,8 +99,10 @@ def _timed_rounds(
 
 
 def _round(contender: Contender, iterations: int) -> float:
-    """The per-step seconds of ``iterations`` consecutive steps."""
-    start = time.perf_counter()
-    for _ in range(iterations):
-        contender.step()
-    return (time.perf_counter() - start) / iterations
+    """The per-step seconds of ``iterations`` consecutive steps (at the contender's ``blas_threads``,
+    set outside the timed steps)."""
+    with threads.running_at(contender.blas_threads):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            contender.step()
+        return (time.perf_counter() - start) / iterations

@@ -6,8 +6,11 @@ BLAS/cuBLAS limit), jax_grad (jax.jit of jax.value_and_grad + the same update; J
 torch (eager autograd + torch.optim; only when torch is importable).  Each is warmed up, then
 timed round after round until --time-budget seconds per cell are spent; the median is reported.
 
-Prints one table per backend (median step time, IQR, samples/s, GFLOP/s of the matrix
-products, and the ratio to every other contender of the cell).  --out DIR writes bench.json
+Prints one table per backend (the BLAS thread count each row ran with, median step time, IQR,
+samples/s, GFLOP/s of the matrix products, and the ratio to every other contender of the cell).
+On NumPy the backprop step picks its BLAS thread count per network and batch size (see
+`backprop.training.fused`) and matmul_floor is timed at every candidate count, the fastest
+reported; --blas-threads N runs everything at N.  --out DIR writes bench.json
 (every number plus date, host, versions, BLAS library/kernel/threads, devices, matmul
 precision), bench.txt (the tables) and bench.png (samples/s against batch size, log-log).
 --quick runs a small grid with a short budget.  The float32 dtype is fixed; BACKPROP_DEVICE and
@@ -67,7 +70,9 @@ def add_arguments(parser) -> None:
         "--blas-threads",
         type=int,
         default=None,
-        help="limit NumPy's BLAS to this many threads (threadpoolctl) for the run; default: leave it as it is",
+        help="run every cell at this many BLAS threads (threadpoolctl, for the run: the backprop step, "
+        "matmul_floor and torch); default: backprop chooses its count per network and batch size, "
+        "matmul_floor is the fastest of the counts tried",
     )
     parser.add_argument("--quick", action="store_true", help="a small grid (small networks and batches, short budget)")
     parser.add_argument("--out", help="folder for bench.json, bench.txt and bench.png")
@@ -258,7 +263,14 @@ def _run(args, opts: dict) -> int:
                 file=sys.stderr,
             )
             break
-        rows, cell_skipped = bench.run_cell(cell, backend, plan[backend.name], opts["optimizer"], opts["time_budget_s"])
+        rows, cell_skipped = bench.run_cell(
+            cell,
+            backend,
+            plan[backend.name],
+            opts["optimizer"],
+            opts["time_budget_s"],
+            blas_threads=opts["blas_threads"],
+        )
         report["results"] += rows
         report["skipped"] += cell_skipped
         summary = ", ".join(f"{r['contender']} {bench.format_seconds(r['median_s'])}" for r in rows)

@@ -19,8 +19,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by backprop's hand-written backward pass.
 
     A drop-in for ``sklearn.neural_network.MLPClassifier``: the same parameters, defaults,
-    fitted attributes and methods, plus ``backend`` (see the module docstring, which also lists
-    how each part maps onto the library and the few differences).
+    fitted attributes and methods, plus ``backend`` and ``blas_threads`` (see the module
+    docstring, which also lists how each part maps onto the library and the few differences).
 
     Parameters
     ----------
@@ -71,6 +71,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The most loss evaluations of lbfgs.
     backend : {"numpy", "cupy", "jax", "array_api_strict"} or None, default=None
         Where to compute; None reads BACKPROP_BACKEND.
+    blas_threads : int or None, default=None
+        NumPy's BLAS thread count during fit and partial_fit (NumPy backend).  None: the
+        ``BACKPROP_BLAS_THREADS`` environment variable if set (an integer >= 1, or "auto"), else
+        the fastest count measured for this network and batch size (for lbfgs, once per fit from
+        a few loss-and-gradient calls), never more than the count in force (a caller's
+        ``threadpoolctl.threadpool_limits`` included).  The caller's count is restored afterwards.
 
     Attributes
     ----------
@@ -107,6 +113,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend=None,
+        blas_threads=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -132,6 +139,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.blas_threads = blas_threads
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=True, multi_output=True, dtype=_FLOAT_DTYPES, reset=reset)

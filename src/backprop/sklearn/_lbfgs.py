@@ -4,6 +4,12 @@ The parameters are packed in scikit-learn's order (every W raveled, then every b
 the host; the loss and the hand-written gradient are computed on the backend, in its dtype.  The
 objective is the one whose gradient is used (½ Σ over outputs for the squared error), so
 ``loss_`` is converted to scikit-learn's reported form (½ mean over outputs) afterwards.
+
+On NumPy the minimisation runs at one BLAS thread count (`backprop.backends.threads`): the
+estimator's ``blas_threads``, else ``BACKPROP_BLAS_THREADS``, else the fastest, chosen once per
+fit by timing its first loss-and-gradient calls, each with the L-BFGS work that follows it
+(scipy's own BLAS calls, which on small problems cost more than the loss with more threads),
+at each candidate count (`_Choosing`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ..backends import threads
 from ._network import _SklearnMLP
 
 
@@ -50,6 +57,47 @@ def _objective(backend, value_and_grad, shapes, X, Y):
     return fun
 
 
+TRIAL_BUDGET_S = 0.05  # no new round of trials once they took this long (each round: real iterations)
+
+
+class _Choosing:
+    """The objective for scipy, choosing NumPy's (and SciPy's) BLAS thread count in its first calls.
+
+    A context (a `threads.Session` over every loaded BLAS library, restored on exit) and a
+    callable ``w -> fun(w)``.  Until `threads.Trials` has chosen, each call runs at the next count
+    of its schedule, which stays in force for the L-BFGS work scipy does after it: the time from
+    one call to the next is that count's trial.  Then the chosen count runs the rest of the
+    minimisation.  The trials are real iterations (a thread count changes results by BLAS
+    rounding only); the count in force is kept unless another is faster by `threads.MARGIN`.
+    """
+
+    def __init__(self, fun):
+        self.fun = fun
+        self.session = threads.Session(threads.all_libraries())
+
+    def __enter__(self):
+        limit = self.session.enter()
+        self.trials = threads.Trials(threads.candidates(limit), keep=limit, budget_s=TRIAL_BUDGET_S)
+        self.running, self.started = None, 0.0  # the count of the trial in progress, and its start
+        if self.trials.chosen is not None:
+            self.session.use(self.trials.chosen)
+        return self
+
+    def __exit__(self, *exc):
+        self.session.exit()
+
+    def __call__(self, w):
+        if self.trials.chosen is None:
+            now = threads.clock()
+            if self.running is not None:
+                self.trials.record(now - self.started)
+            count = self.trials.next()
+            self.session.use(count if count is not None else self.trials.chosen)
+            self.running = count
+            self.started = threads.clock()
+        return self.fun(w)
+
+
 def _warn_not_converged(result, max_iter: int) -> None:
     message = result.message.decode("latin1") if isinstance(result.message, bytes) else result.message
     warnings.warn(
@@ -78,7 +126,8 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
     ``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``; a ConvergenceWarning (scikit-learn's
     text) when scipy stops for another reason than convergence.  ValueError, the weights left as
     they were, when the loss where scipy stopped is not finite (X or y whose forward pass
-    overflows the dtype).
+    overflows the dtype).  On NumPy every BLAS library runs at the count given or chosen (see the
+    module docstring), the caller's restored afterwards.
     """
     import scipy.optimize
 
@@ -97,14 +146,26 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray) -> None:
         def callback(intermediate_result):
             print(f"L-BFGS iteration, loss = {intermediate_result.fun:.8f}")
 
-    result = scipy.optimize.minimize(
-        fun,
-        _pack(estimator.coefs_, estimator.intercepts_),
-        method="L-BFGS-B",
-        jac=True,
-        callback=callback,
-        options={"maxfun": estimator.max_fun, "maxiter": estimator.max_iter, "gtol": estimator.tol},
-    )
+    w0 = _pack(estimator.coefs_, estimator.intercepts_)
+
+    def minimize(objective, max_iter: int, callback=None):
+        return scipy.optimize.minimize(
+            objective,
+            w0,
+            method="L-BFGS-B",
+            jac=True,
+            callback=callback,
+            options={"maxfun": estimator.max_fun, "maxiter": max_iter, "gtol": estimator.tol},
+        )
+
+    if backend.name != "numpy":
+        result = minimize(fun, estimator.max_iter, callback)
+    elif (count := threads.setting(estimator.blas_threads)) is not None:
+        with threads.limited(count):
+            result = minimize(fun, estimator.max_iter, callback)
+    else:
+        with _Choosing(fun) as choosing:
+            result = minimize(choosing, estimator.max_iter, callback)
     if not np.isfinite(result.fun):
         raise ValueError(
             f"Solver produced a non-finite loss ({result.fun}): X, y or the weights are too large for the "

@@ -18,8 +18,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by backprop's hand-written backward pass.
 
     A drop-in for ``sklearn.neural_network.MLPRegressor``: the same parameters (``loss`` first,
-    as in scikit-learn 1.9), defaults, fitted attributes and methods, plus ``backend``.  See
-    `MLPClassifier` for the parameters they share and the module docstring for the details.
+    as in scikit-learn 1.9), defaults, fitted attributes and methods, plus ``backend`` and
+    ``blas_threads``.  See `MLPClassifier` for the parameters they share and the module docstring
+    for the details.
 
     Parameters
     ----------
@@ -61,6 +62,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend=None,
+        blas_threads=None,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -87,6 +89,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.blas_threads = blas_threads
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(

@@ -31,6 +31,18 @@ every array allocated up front:
   the backward pass yields η g and the update is one pass, p − η g.  The optimizer's slots
   are updated in place only after the loss and the gradients were found finite.
 
+On NumPy, each planned step runs at its own BLAS thread count (`backprop.backends.threads`):
+the count given (``blas_threads``, else ``BACKPROP_BLAS_THREADS``) or, by default, the fastest
+count measured the first time a plan is used: trial steps on the plan's batch at each candidate
+count (1 up to the count in force), each followed by restoring the optimizer slots and the
+parameters' buffer, so training is the same as an untimed run at the chosen count.  The choice
+is remembered for the network and batch size in this process.  The count is set around each
+epoch, and around each single step that runs at another count than the one in force, and the
+caller's count is restored after it; a caller's own ``threadpool_limits`` is respected (the
+choice is made among 1 up to it, and again when it changes).  A plan whose choice is the count
+that was in force (small networks, where more threads neither help nor hurt) runs its single
+steps as they are, without reading the count.
+
 The results equal the pure step's up to float rounding (the tests compare every activation,
 loss and optimizer).  Like a donated JAX step, a step reuses its inputs: after it, the params
 and state passed in may hold stale values, so keep the returned ones (`Trainer.snapshot` copies).
@@ -46,6 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..backends import threads
 from ..core.forms import own_form
 from ..core.mlp import MLP
 from ..core.optim import SGD, Constant, Optimizer
@@ -77,6 +90,8 @@ class _Plan:
     """The per-batch-size buffers: H_l (H_0 the batch), Z_l (δ_l written over it), scratch, Y."""
 
     def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool):
+        self.n = n
+        self.blas = None  # (the limit it was chosen under, the BLAS thread count), once chosen
         sizes = model.layer_sizes
         hidden = sizes[1:-1]
         if model.activation.mask_in_scratch:  # one T per layer, from the forward pass to the backward
@@ -107,11 +122,15 @@ def _split(a) -> tuple:
 class FusedStep:
     """The Trainer's step ``(params, state, X, Y) -> (params, state, stats)`` on preallocated
     buffers (see the module docstring), stats = [loss, correct, ok] as a host array (the step has
-    synchronised to check finiteness anyway); `epoch` runs many steps in one call."""
+    synchronised to check finiteness anyway); `epoch` runs many steps in one call.
+
+    ``blas_threads`` (NumPy only): None chooses the BLAS thread count per batch size by timing
+    (unless ``BACKPROP_BLAS_THREADS`` sets one), an integer >= 1 fixes it; see the module docstring.
+    """
 
     MAX_PLANS = 4  # batch sizes whose buffers are kept (the full batch, the last partial one...)
 
-    def __init__(self, model: MLP, optimizer, backend):
+    def __init__(self, model: MLP, optimizer, backend, blas_threads: int | None = None):
         if not supports(backend, optimizer):
             raise ValueError(f"no fused step on the {backend.name} backend: its arrays cannot be written in place")
         self.model, self.optimizer, self.backend = model, optimizer, backend
@@ -172,6 +191,83 @@ class FusedStep:
         ]
         self._cur = 0  # self._buffers[self._cur] holds the parameters
         self._plans: dict[int, _Plan] = {}
+        threaded = backend.name == "numpy" and lib is np and threads.libraries() != []  # a BLAS to set
+        self._blas = threads.Session() if threaded else None  # this step's own (not reentrant)
+        # what the BLAS thread choice depends on besides the batch size (`threads.remember`)
+        self._workload = (
+            tuple(sizes),
+            activation.name,
+            link.name,
+            type(optimizer).__name__,
+            self._lr_in_delta,
+            backend.dtype_name,
+        )
+        self.blas_threads = blas_threads
+
+    # -- BLAS threads (NumPy) --------------------------------------------------------------
+    @property
+    def blas_threads(self) -> int | None:
+        """The fixed BLAS thread count (the argument, else ``BACKPROP_BLAS_THREADS``), None: automatic."""
+        return self._fixed_threads
+
+    @blas_threads.setter
+    def blas_threads(self, value: int | None) -> None:
+        self._fixed_threads = threads.setting(value)
+
+    def threads(self, n: int) -> int | None:
+        """The BLAS thread count the steps on batches of ``n`` rows run with: the fixed one, the one
+        chosen for them (None before their first step), None off NumPy."""
+        if self._blas is None:
+            return None
+        if self._fixed_threads is not None:
+            return self._fixed_threads
+        plan = self._plans.get(n)
+        return None if plan is None or plan.blas is None else plan.blas[1]
+
+    def _use_threads(self, session, plan: _Plan, X, Y, state, t: float, count: bool) -> None:
+        """Set the plan's BLAS thread count in ``session``: the fixed one, else its automatic
+        choice under the session's limit, made now (`_choose_threads`) if not made yet."""
+        choice = plan.blas
+        if self._fixed_threads is not None:
+            session.use(self._fixed_threads)
+        elif choice is not None and choice[0] == session.limit:
+            session.use(choice[1])
+        else:
+            key = (self._workload, plan.n, session.limit)
+            chosen = threads.chosen(key)
+            if chosen is None:
+                chosen = self._choose_threads(session, plan, X, Y, state, t, count)
+                threads.remember(key, chosen)
+            plan.blas = (session.limit, chosen)
+            session.use(chosen)
+
+    def _choose_threads(self, session, plan: _Plan, X, Y, state, t: float, count: bool) -> int:
+        """The fastest BLAS thread count for the plan (`threads.choose`): trial steps on (X, Y) at
+        each candidate count, each from the same parameters, slots and state, restored after it
+        (a step writes its new parameters into the other buffer and leaves the parameters' buffer
+        as it was: only the slots, updated in place, are copied).  A count other than the one in
+        force is charged what switching to it costs a single step."""
+        candidates = threads.candidates(session.limit)
+        if len(candidates) == 1:
+            return candidates[0]
+        flats = list(self._slots)
+        kept, cur, fields = [flat.copy() for flat in flats], self._cur, self._fields
+        session.use(None)  # the count in force (another plan's may be set in this epoch)
+
+        def measure(n: int) -> float:  # a single step's cost: another count is read, set and put back
+            start = threads.clock()
+            if n != session.limit:
+                session.read()
+                session.use(n)
+            self._run(plan, X, Y, state, t, count, checked=False)
+            session.use(None)
+            seconds = threads.clock() - start
+            self._cur, self._fields = cur, fields
+            for flat, copy in zip(flats, kept, strict=True):
+                flat[...] = copy
+            return seconds
+
+        return threads.choose(candidates, measure, keep=session.limit)
 
     # -- layout ----------------------------------------------------------------------------
     def _views(self, flat):
@@ -366,7 +462,18 @@ class FusedStep:
             ):
                 H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
-            loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+            session, choice = self._blas, plan.blas
+            if session is None or (choice is not None and choice[0] == choice[1] and self._fixed_threads is None):
+                # off NumPy, or chosen to run at the count in force: nothing to read or set (reading
+                # the count is a fair share of a tiny step)
+                loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+            else:
+                session.enter()
+                self._use_threads(session, plan, X, Y, state, t, self._classification)
+                try:
+                    loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+                finally:
+                    session.exit()
         state = self._state(state, self.lib.asarray(t + 1.0, dtype=self.dtype) if ok else state[0])
         return self._params[self._cur], state, np.array([float(loss), float(correct), float(ok)])
 
@@ -390,24 +497,26 @@ class FusedStep:
         Returns ``(params, state, totals)``, `EpochTotals` of the steps taken: running sums, so
         an epoch's memory does not grow with its length.  No step is taken after a refused one.
         ``should_stop`` is asked after every step (a deferred Ctrl-C); when it says so, the steps
-        taken so far are returned.
+        taken so far are returned.  On NumPy the BLAS thread count is set once for the epoch (per
+        batch size, see the module docstring) and the caller's restored at its end.
         """
-        with self._quiet():
-            return self._epoch(params, state, X, Y, batches, should_stop, count_correct and self._classification)
+        count_correct = count_correct and self._classification
+        with self._quiet(), self._blas or contextlib.nullcontext() as session:
+            return self._epoch(params, state, X, Y, batches, should_stop, count_correct, session)
 
-    def _epoch(self, params, state, X, Y, batches, should_stop, count_correct):
+    def _epoch(self, params, state, X, Y, batches, should_stop, count_correct, session=None):
         """On NumPy, for networks of up to DOT_SUM_MAX parameters, where the finiteness checks are
         a fair share of a step, the epoch follows the replay policy (`backprop.training.replay`):
         the steps run unchecked from a copy of the parameters and optimizer slots, and run again,
         each checked, from the copy when the summed loss or the final parameters are not finite."""
         self._load(params, state)
         if self.lib is not np or self.size > DOT_SUM_MAX:
-            return self._steps(state, X, Y, batches, should_stop, count_correct, checked=True)
+            return self._steps(state, X, Y, batches, should_stop, count_correct, True, session)
         start, kept = self._cur, [flat.copy() for flat in (self._buffers[self._cur], *self._slots)]
         taken = []
 
         def unchecked():
-            result = self._steps(state, X, Y, batches, should_stop, count_correct, checked=False)
+            result = self._steps(state, X, Y, batches, should_stop, count_correct, False, session)
             taken.append(result[2].steps)
             return result, math.isfinite(result[2].loss) and self._finite(0.0, self._cur)
 
@@ -415,17 +524,19 @@ class FusedStep:
             self._cur = start
             for flat, copy in zip((self._buffers[start], *self._slots), kept, strict=True):
                 flat[...] = copy
-            return self._steps(state, X, Y, batches[: taken[0]], lambda: False, count_correct, checked=True)
+            return self._steps(state, X, Y, batches[: taken[0]], lambda: False, count_correct, True, session)
 
         return replay_if_not_finite(unchecked, checked)
 
-    def _steps(self, state, X, Y, batches, should_stop, count_correct, checked: bool):
-        """The epoch's steps from the state loaded into the buffers (see `_run` for ``checked``)."""
+    def _steps(self, state, X, Y, batches, should_stop, count_correct, checked: bool, session=None):
+        """The epoch's steps from the state loaded into the buffers (see `_run` for ``checked``),
+        each plan at its BLAS thread count in ``session`` (None: as they are)."""
         lib, backend = self.lib, self.backend
         gather = lib is np or (backend.is_native(X) and not isinstance(X, np.ndarray))  # X in lib's memory
         loss_sum, correct_sum, steps = 0.0, 0, 0
         count = np.asarray(float(state[0]), dtype=self.backend.dtype_name)[()]  # counted on the host, in the dtype
         one = count.dtype.type(1)
+        threaded = None  # the plan whose thread count is in force
         for b, index in enumerate(batches):
             plan = self._plan(len(index))
             if gather:
@@ -439,6 +550,9 @@ class FusedStep:
             else:  # host data, device buffers: gather on the host, then copy over
                 plan.H[0][...] = backend.asarray(X[index])
                 plan.Y[...] = backend.asarray(Y[index])
+            if session is not None and plan is not threaded:
+                self._use_threads(session, plan, plan.H[0], plan.Y, state, float(count), count_correct)
+                threaded = plan
             loss, correct, ok = self._run(plan, plan.H[0], plan.Y, state, float(count), count_correct, checked)
             if not ok:
                 totals = EpochTotals(loss_sum, correct_sum, steps, b, float(loss))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import array_api_compat.numpy as npx
 import numpy as np
 
-from ..backends import get_backend, to_host
+from ..backends import get_backend, threads, to_host
 from ..core.mlp import MLP
 from ..core.optim import OPTIMIZERS, Adam, Optimizer, from_config, get_optimizer
 from ..core.tree import tree_flatten, tree_unflatten
@@ -300,14 +300,24 @@ class Trainer:
     step (NumPy, CuPy) it runs each epoch's steps in one call of `backprop.training.fused.FusedStep.epoch`.
     ``devices`` (JAX backend only): None, "all", N, a list of JAX devices or a Mesh with a "data"
     axis -- data-parallel training over them, see `backprop.training.distributed` (``parallel``).
+    ``blas_threads`` (NumPy backend): None picks NumPy's BLAS thread count per batch size, the
+    fastest measured the first time that batch size trains, unless ``BACKPROP_BLAS_THREADS`` (an
+    integer >= 1, or "auto") sets one; an integer >= 1 runs every step at that count.  The count is
+    set around each epoch (or step) and the caller's own restored after it; an automatic choice
+    never exceeds the count in force (a caller's ``threadpoolctl.threadpool_limits`` included).
+    The thread count can change results by BLAS rounding, so runs are bit-identical across
+    processes with a fixed count.  See `backprop.training.fused`.
     """
 
-    def __init__(self, model: MLP, optimizer=None, backend=None, seed: int = 0, devices=None):
+    def __init__(
+        self, model: MLP, optimizer=None, backend=None, seed: int = 0, devices=None, blas_threads: int | None = None
+    ):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a backprop.MLP, got {type(model).__name__}")
         self.model = model
         self.optimizer = _optimizer(optimizer)
         seed = None if seed is None else whole_number(seed, "seed", 0)
+        threads.setting(blas_threads)  # a bad argument or BACKPROP_BLAS_THREADS fails before any work
         self.backend = get_backend(backend)
         self.parallel = data_parallel(devices, self.backend)
         if self.parallel is not None:
@@ -321,13 +331,28 @@ class Trainer:
         self.steps = 0
         self.stop_training = False
         self.compile_epochs = True
+        self._blas_threads = blas_threads
         if self.parallel is None and fused.supports(self.backend, self.optimizer):
-            self.step = fused.FusedStep(model, self.optimizer, self.backend)  # its own buffers
+            self.step = fused.FusedStep(model, self.optimizer, self.backend, blas_threads)  # its own buffers
         else:
             self.step = compiled_step(model, self.optimizer, self.backend)
         if self.parallel is not None:
             self._params, self.opt_state = self.parallel.replicate((self._params, self.opt_state))
             self.step = self.parallel.wrap_step(self.step)
+
+    @property
+    def blas_threads(self) -> int | None:
+        """The ``blas_threads`` argument (None: automatic, or ``BACKPROP_BLAS_THREADS``)."""
+        return self._blas_threads
+
+    @blas_threads.setter
+    def blas_threads(self, value: int | None) -> None:
+        """Change it for the next steps (``BACKPROP_BLAS_THREADS`` is read again)."""
+        if isinstance(self.step, fused.FusedStep):
+            self.step.blas_threads = value
+        else:
+            threads.setting(value)
+        self._blas_threads = value
 
     def _local_params(self):
         """The parameters on this process's device (a local replica when training on several)."""
