@@ -7,7 +7,7 @@ Change one import::
 
 and the same code trains the same model with the hand-written backward pass on NumPy, CuPy, JAX
 or array_api_strict.  The constructor parameters, their defaults and meanings, the fitted
-attributes and the methods are scikit-learn's (1.9), plus ``backend``:
+attributes and the methods are scikit-learn's (1.9), plus ``backend`` and ``blas_threads``:
 
 ``backend`` : {"numpy", "cupy", "jax", "array_api_strict"} or None, default=None
     Where the network is trained and evaluated; None reads ``BACKPROP_BACKEND`` (default numpy).
@@ -16,6 +16,11 @@ attributes and the methods are scikit-learn's (1.9), plus ``backend``:
     so a fitted (or unpickled) estimator follows the current setting: a model trained on CuPy
     predicts on a machine without a GPU after ``set_params(backend="numpy")``, and partial_fit
     carries the optimizer state over to another backend.
+
+``blas_threads`` : int or None, default=None
+    The BLAS threads of the NumPy step and of L-BFGS; None reads ``BACKPROP_BLAS_THREADS``, and
+    when that is unset or "auto" the fastest count is timed per network and batch size
+    (`backprop.backends.threads`).
 
 How scikit-learn's algorithm maps onto the library
 --------------------------------------------------
