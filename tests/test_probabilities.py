@@ -41,3 +41,30 @@ def test_binary_probabilities_of_a_trained_model_are_accurate(backend_name, dtyp
     want = sp.expit(logits)
     normal = want > np.finfo(dtype).tiny
     np.testing.assert_allclose(probs[normal], want[normal], rtol=8 * float(np.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("centers", [2, 3], ids=["binary", "multiclass"])
+def test_predict_log_proba_is_accurate_where_probabilities_round(centers):
+    """predict_log_proba stays finite and equals log softmax / log σ of the logits where
+    predict_proba rounds to 0 (scikit-learn's log of the rounded probability gives −inf)."""
+    import warnings
+
+    from sklearn.datasets import make_blobs
+
+    from backprop.sklearn import MLPClassifier
+
+    X, y = make_blobs(200, n_features=4, centers=centers, random_state=0, cluster_std=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a ConvergenceWarning: the fit's quality is not the point
+        clf = MLPClassifier((8,), max_iter=200, random_state=0, backend="numpy").fit(X, y)
+    far = X * 50.0  # confident predictions: probabilities that round to 0 in float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divide-by-zero warning
+        log_p = clf.predict_log_proba(far)
+    Z = clf._forward_pass_fast(far, logits=True).astype(np.float64)
+    want = (
+        sp.log_softmax(Z, axis=1) if centers > 2 else np.column_stack([sp.log_expit(-Z[:, 0]), sp.log_expit(Z[:, 0])])
+    )
+    assert np.isfinite(log_p).all() and (clf.predict_proba(far) == 0).any()
+    np.testing.assert_allclose(log_p, want, rtol=1e-6)
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X), rtol=1e-5, atol=1e-7)

@@ -149,25 +149,27 @@ class _BaseMLP(BaseEstimator):
         return tuple((backend.asarray(W), backend.asarray(b)) for W, b in zip(self.coefs_, self.intercepts_))
 
     # -- prediction --------------------------------------------------------------------------
-    def _forward(self, backend, model, params, X: np.ndarray) -> np.ndarray:
-        """The network's output ŷ (probabilities for classification) for host rows X, on the host."""
+    def _forward(self, backend, model, params, X: np.ndarray, logits: bool = False) -> np.ndarray:
+        """The network's output ŷ (probabilities for classification) for host rows X, on the host;
+        with ``logits``, the output layer's pre-activations Z instead."""
         xp = backend.xp
         chunk = X.shape[0] if backend.name == "numpy" else 16384
         outputs = []
         for start in range(0, X.shape[0], max(chunk, 1)):
             Xb = backend.asarray(np.asarray(X[start : start + chunk], dtype=backend.dtype_name))
             Z = model.forward(xp, params, Xb)[1][-1]
-            outputs.append(backend.to_numpy(model.loss_layer.output(xp, Z)))
+            outputs.append(backend.to_numpy(Z if logits else model.loss_layer.output(xp, Z)))
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
-    def _forward_pass_fast(self, X) -> np.ndarray:
-        """ŷ for X, in X's floating dtype (scikit-learn's name for it).
+    def _forward_pass_fast(self, X, logits: bool = False) -> np.ndarray:
+        """ŷ for X (the logits Z with ``logits``), in X's floating dtype (scikit-learn's name for it).
 
         ValueError, as the Trainer's, when X has values too large for the network's dtype or the
         output is not finite (finite X and weights whose forward pass overflows the dtype)."""
         X = _dense(validate_data(self, _host_input(X), accept_sparse=True, dtype=_FLOAT_DTYPES, reset=False))
         backend = self._get_backend()
-        out = self._forward(backend, self._model(), self._device_params(backend), _as_dtype(X, backend.dtype_name, "X"))
+        X_net = _as_dtype(X, backend.dtype_name, "X")
+        out = self._forward(backend, self._model(), self._device_params(backend), X_net, logits=logits)
         check_finite(np, out, _OUTPUT)
         return out.astype(X.dtype if X.dtype in _FLOAT_DTYPES else np.float64, copy=False)
 

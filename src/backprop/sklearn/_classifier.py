@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
@@ -209,10 +210,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, incremental=True)
 
     def predict_log_proba(self, X):
-        """log(predict_proba(X))."""
-        y_prob = self.predict_proba(X)
-        with np.errstate(divide="ignore"):
-            return np.log(y_prob, out=y_prob)
+        """log(predict_proba(X)), computed from the logits Z so that it stays finite and accurate where
+        a probability rounds to 0 or 1: log softmax(Z) for a softmax output, and log σ(z) = −log(1 + e^(−z)),
+        log(1 − σ(z)) = −log(1 + e^z) for logistic outputs (scikit-learn takes the log of the rounded
+        probability, which gives −inf there)."""
+        check_is_fitted(self)
+        Z = self._forward_pass_fast(X, logits=True)
+        if self._model().loss_layer.name == "softmax_cross_entropy":
+            return log_softmax(Z, axis=1)
+        log_p = -np.logaddexp(0.0, -Z)
+        if self.n_outputs_ == 1:  # binary: the columns of predict_proba, [1 − σ, σ]
+            return np.column_stack([-np.logaddexp(0.0, Z.ravel()), log_p.ravel()])
+        return log_p
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
