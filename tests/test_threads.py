@@ -161,7 +161,7 @@ def test_a_bad_environment_variable_is_a_value_error_naming_it(monkeypatch, valu
         Trainer(model, backend="numpy")
     X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20) % 2
     with pytest.raises(ValueError, match="BACKPROP_BLAS_THREADS"):
-        MLPClassifier(hidden_layer_sizes=(3,), max_iter=1).fit(X, y)
+        MLPClassifier(hidden_layer_sizes=(3,), max_iter=1, backend="numpy").fit(X, y)
 
 
 def test_the_argument_wins_over_the_environment(monkeypatch):
@@ -180,7 +180,7 @@ def test_the_estimators_validate_blas_threads():
     X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20) % 2
     for bad in (0, 1.5, "two"):
         with pytest.raises(ValueError, match="blas_threads"):
-            MLPClassifier(hidden_layer_sizes=(3,), max_iter=1, blas_threads=bad).fit(X, y)
+            MLPClassifier(hidden_layer_sizes=(3,), max_iter=1, blas_threads=bad, backend="numpy").fit(X, y)
     assert MLPRegressor(blas_threads=2).get_params()["blas_threads"] == 2
 
 
@@ -327,7 +327,9 @@ def test_fit_restores_the_callers_limits(monkeypatch, solver):
         before = _blas_counts()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clf = MLPClassifier(hidden_layer_sizes=(16,), solver=solver, max_iter=10, random_state=0).fit(X, y)
+            clf = MLPClassifier(
+                hidden_layer_sizes=(16,), solver=solver, max_iter=10, random_state=0, backend="numpy"
+            ).fit(X, y)
         assert _blas_counts() == before
     assert sorted(set(measured)) == [1, 2]
     if solver == "lbfgs":  # its first calls are the trials, the rest run at the choice
@@ -343,7 +345,9 @@ def test_the_estimators_argument_overrides_the_choice(monkeypatch):
     X, y = _data(200)
     with threadpool_limits(limits=2, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=0, blas_threads=1).fit(X, y)
+        clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=0, blas_threads=1, backend="numpy").fit(
+            X, y
+        )
         assert clf._trainer.step.threads(200) == 1
         clf.set_params(blas_threads=None)
         monkeypatch.setenv(threads.ENV_VAR, "1")
@@ -352,5 +356,5 @@ def test_the_estimators_argument_overrides_the_choice(monkeypatch):
         monkeypatch.delenv(threads.ENV_VAR)
         clf.partial_fit(X, y)
         assert clf._trainer.step.threads(200) == 2 and measured
-        MLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=2, blas_threads=1).fit(X, y)
+        MLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=2, blas_threads=1, backend="numpy").fit(X, y)
         assert threads.current() == 2
