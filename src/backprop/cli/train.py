@@ -152,24 +152,15 @@ def _plot(history: dict, path: str) -> bool:
     return True
 
 
-class _Scaler:
-    """A standardisation (x - mean) / scale from a saved scaler.json: the same arithmetic as scikit-learn's
-    StandardScaler (in place on a copy of the input, float32 or float64, with mean and scale in its dtype)."""
+def _restored_scaler(mean, scale):
+    """scikit-learn's StandardScaler with the mean and scale saved in scaler.json set as its fitted
+    state, so it transforms exactly as the scaler fitted by the interrupted run did."""
+    from sklearn.preprocessing import StandardScaler
 
-    def __init__(self, mean, scale):
-        self.mean_, self.scale_ = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
-
-    def transform(self, A: np.ndarray) -> np.ndarray:
-        A = np.array(A, dtype=A.dtype if A.dtype.kind == "f" else np.float64)
-        A -= self.mean_.astype(A.dtype)
-        A /= self.scale_.astype(A.dtype)
-        return A
-
-    def inverse_transform(self, A: np.ndarray) -> np.ndarray:
-        A = np.array(A, dtype=A.dtype if A.dtype.kind == "f" else np.float64)
-        A *= self.scale_.astype(A.dtype)
-        A += self.mean_.astype(A.dtype)
-        return A
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+    scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(scaler.mean_)
+    return scaler
 
 
 SCALER_FILE = "scaler.json"  # beside checkpoint.safetensors: what --resume needs besides the trainer
@@ -307,8 +298,8 @@ def _run(args) -> int:
             f"{len(X_train)} for training and {len(X_test)} for testing; each needs at least 2"
         )
     if saved:  # the scaling of the run being resumed, not one refitted
-        x_scaler = _Scaler(saved["x_mean"], saved["x_scale"])
-        y_scaler = _Scaler(saved["y_mean"], saved["y_scale"]) if task == "regression" else None
+        x_scaler = _restored_scaler(saved["x_mean"], saved["x_scale"])
+        y_scaler = _restored_scaler(saved["y_mean"], saved["y_scale"]) if task == "regression" else None
         if x_scaler.mean_.shape != (data.X.shape[1],) or (y_scaler and y_scaler.mean_.shape != (n_out,)):
             raise CommandError(f"--resume: {data.name} does not have the columns of the run being resumed")
     else:
