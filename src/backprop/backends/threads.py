@@ -28,6 +28,7 @@ processes only with an explicit setting.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -188,25 +189,20 @@ def forget() -> None:
     _CHOICES.clear()
 
 
-_LIBRARIES: list | None = None
-
-
+@functools.cache
 def libraries() -> list:
     """threadpoolctl's controllers of NumPy's BLAS: the BLAS libraries loaded under NumPy's own
     folders (a wheel's bundled OpenBLAS), else every BLAS library loaded (a shared system BLAS);
     none without threadpoolctl.  Found once per process."""
-    global _LIBRARIES
-    if _LIBRARIES is None:
-        try:
-            from threadpoolctl import ThreadpoolController
+    try:
+        from threadpoolctl import ThreadpoolController
 
-            blas = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:  # threadpoolctl missing or broken: the counts stay as they are
-            blas = []
-        home = os.path.dirname(os.path.realpath(np.__file__))
-        own = [lib for lib in blas if os.path.realpath(lib.filepath).startswith((home + os.sep, home + ".libs"))]
-        _LIBRARIES = own or list(blas)
-    return _LIBRARIES
+        blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    except Exception:  # threadpoolctl missing or broken: the counts stay as they are
+        blas = []
+    home = os.path.dirname(os.path.realpath(np.__file__))
+    own = [lib for lib in blas if os.path.realpath(lib.filepath).startswith((home + os.sep, home + ".libs"))]
+    return own or list(blas)
 
 
 def all_libraries() -> list:
@@ -251,8 +247,7 @@ class Session:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._applied is not None:
-            self.use(None)
+        self.exit()
 
     def enter(self) -> int:
         """Start: read the counts in force; returns `limit` (``with`` calls it, as `exit`)."""
