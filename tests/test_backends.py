@@ -95,14 +95,14 @@ def test_backend_instance_passes_through():
     assert get_backend("numpy", dtype="float64") is b  # cached: one Backend per (name, device, dtype)
 
 
-@pytest.mark.parametrize("name", ["foo", "torch", "numpy2"])
+@pytest.mark.parametrize("name", ["foo", "tensorflow", "numpy2"])
 def test_unknown_backend_lists_valid_ones(clean_env, name):
     with pytest.raises(
-        ValueError, match=rf"unknown backend '{name}'; valid backends: numpy, cupy, jax, array_api_strict"
+        ValueError, match=rf"unknown backend '{name}'; valid backends: numpy, cupy, jax, torch, array_api_strict"
     ):
         get_backend(name)
     clean_env.setenv("BACKPROP_BACKEND", name)
-    with pytest.raises(ValueError, match="valid backends: numpy, cupy, jax, array_api_strict"):
+    with pytest.raises(ValueError, match="valid backends: numpy, cupy, jax, torch, array_api_strict"):
         get_backend()
 
 
@@ -483,7 +483,7 @@ def test_info_as_subprocess():
 @pytest.mark.parametrize(
     "var, value, message",
     [
-        ("BACKPROP_BACKEND", "foo", "unknown backend 'foo'; valid backends: numpy, cupy, jax, array_api_strict"),
+        ("BACKPROP_BACKEND", "foo", "unknown backend 'foo'; valid backends: numpy, cupy, jax, torch, array_api_strict"),
         ("BACKPROP_DTYPE", "float16", "unknown dtype 'float16'; valid dtypes: float32, float64"),
         ("BACKPROP_DEVICE", "gpu", "unknown device 'gpu' for backend 'numpy'"),
     ],

@@ -166,7 +166,7 @@ def test_bad_csv_gives_one_line_and_exit_2(capsys, tmp_path, content, message):
         (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--activation", "swoosh"], "unknown activation"),
         (["--optimizer", "lion"], "sgd"),
-        (["--backend", "torch"], "unknown backend"),
+        (["--backend", "tensorflow"], "unknown backend"),
         (["--task", "ranking"], "unknown task"),
     ],
 )

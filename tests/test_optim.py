@@ -212,7 +212,8 @@ def test_schedule_values(backend64, schedule, values):
     xp = backend64.xp
     for t, expected in values.items():
         got = schedule(xp, backend64.asarray(np.asarray(float(t))))
-        assert float(backend64.to_numpy(backend64.xp.asarray(got))) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        got = backend64.xp.asarray(got, dtype=backend64.dtype)  # a Python float: float32 by default on torch
+        assert float(backend64.to_numpy(got)) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_schedule_drives_the_update(backend64):

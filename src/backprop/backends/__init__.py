@@ -1,6 +1,6 @@
 """The backend shim: picks an array library, a device and a dtype, and fills the standard's gaps.
 
-``get_backend()`` reads ``BACKPROP_BACKEND`` (numpy, cupy, jax, array_api_strict; default numpy),
+``get_backend()`` reads ``BACKPROP_BACKEND`` (numpy, cupy, jax, torch, array_api_strict; default numpy),
 ``BACKPROP_DEVICE`` (cpu, gpu, gpu:1, ...; default: the backend's default device) and
 ``BACKPROP_DTYPE`` (float32 or float64; default float32).  Each backend lives in its own module
 here with ``probe()`` (why it is unusable, or None), ``load(device, dtype)`` and ``devices()``.
@@ -16,7 +16,7 @@ import os
 
 from ._base import DTYPES, Backend, Generator, to_host
 
-BACKENDS = ("numpy", "cupy", "jax", "array_api_strict")
+BACKENDS = ("numpy", "cupy", "jax", "torch", "array_api_strict")
 
 __all__ = [
     "BACKENDS",
@@ -100,10 +100,10 @@ def _load(name: str, device: str | None, dtype: str) -> Backend:
 @functools.lru_cache(maxsize=len(BACKENDS))
 def one_call_logistic(lib) -> tuple:
     """``(expit, most)``: the logistic sigmoid 1 / (1 + e^(−z)) as one call that writes into
-    ``out=``, for the array library ``lib`` (the numpy or cupy module), and the largest array (in
+    ``out=``, for the array library ``lib`` (the numpy or cupy module, torch's `InPlace`), and the largest array (in
     entries) on which it beats four elementwise calls; (None, -1) where the library has none.  The
     backend's module names it with ``logistic()``: SciPy's expit on NumPy, for small arrays only
-    (it is not vectorised); cupyx's on CuPy, one kernel at every size."""
+    (it is not vectorised); cupyx's on CuPy, torch.sigmoid on torch, one kernel at every size."""
     name = getattr(lib, "__name__", None)
     loader = getattr(_module(name), "logistic", None) if name in BACKENDS else None
     return loader() if loader is not None else (None, -1)

@@ -34,11 +34,13 @@ def parse_device(name: str, kinds: tuple[str, ...], backend: str, single: bool =
 
 
 def to_host(x: Any) -> np.ndarray:
-    """Any array (NumPy, CuPy, JAX, array_api_strict), list or pandas object as a NumPy array."""
+    """Any array (NumPy, CuPy, JAX, torch, array_api_strict), list or pandas object as a NumPy array."""
     if isinstance(x, np.ndarray):
         return x
     if type(x).__module__.startswith("cupy"):
         return x.get()
+    if type(x).__module__.startswith("torch"):  # on the host, out of autograd, first (a CUDA tensor has no __array__)
+        return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
@@ -76,15 +78,24 @@ class Generator:
         self.numpy.bit_generator.state = value
 
 
+def _host_dtype(dtype) -> np.dtype:
+    """The NumPy dtype of a dtype name or of an array library's dtype (``torch.float32`` → float32)."""
+    try:
+        return np.dtype(getattr(dtype, "_np_dtype", dtype))
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Backend:
     """One array library on one device with one floating dtype.
 
-    Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"jax"``, ``"array_api_strict"``), ``xp`` (the
+    Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"jax"``, ``"torch"``, ``"array_api_strict"``), ``xp`` (the
     array-API namespace the core computes with), ``device`` (the library's device object),
     ``device_name`` (``"cpu"``, ``"gpu:0"``...), ``dtype`` (an ``xp`` dtype), ``dtype_name`` and
     ``array_type`` (the class of the backend's arrays).  ``inplace``: the array library whose
-    functions write into ``out=`` arrays (numpy, cupy) for the fused step (`backprop.training.fused`),
+    functions write into ``out=`` arrays (numpy, cupy; on torch `backprop.backends.torch.InPlace`,
+    torch under NumPy's names) for the fused step (`backprop.training.fused`),
     None where arrays are immutable (JAX) or the standard's functions are all there is.
     """
 
@@ -121,7 +132,7 @@ class Backend:
         if dtype is None and host.dtype.kind == "f":
             dtype = self.dtype
         if dtype is not None:
-            host = host.astype(np.dtype(getattr(dtype, "_np_dtype", dtype)), copy=False)
+            host = host.astype(_host_dtype(dtype), copy=False)
         return self._to_device(host, self.device)
 
     def is_native(self, x: Any) -> bool:

@@ -46,7 +46,7 @@ VERSIONED = (
 
 def is_gpu(backend: Backend) -> bool:
     """Whether the backend computes on a GPU."""
-    return backend.device_name.split(":")[0] in ("gpu", "cuda", "rocm")
+    return backend.device_name.split(":")[0] in ("gpu", "cuda", "rocm", "mps")
 
 
 def effective_matmul_precision(backend: Backend) -> str:
@@ -54,12 +54,18 @@ def effective_matmul_precision(backend: Backend) -> str:
 
     JAX on a GPU rounds float32 products to TF32 unless BACKPROP_MATMUL_PRECISION=highest
     (its "default" precision leans to speed); CuPy computes in full float32 unless CUPY_TF32=1;
-    CPUs compute in float32.
+    torch in full float32 unless its own setting allows TF32; CPUs compute in float32.
     """
     if not is_gpu(backend):
         return "float32"
     if backend.name == "jax":
         return "float32" if matmul_precision() == "highest" else "tf32"
+    if backend.name == "torch":
+        import torch
+
+        matmul = torch.backends.cuda.matmul
+        tf32 = getattr(matmul, "fp32_precision", None) == "tf32" or getattr(matmul, "allow_tf32", False)
+        return "tf32" if backend.device.type == "cuda" and tf32 else "float32"
     return "tf32" if os.environ.get("CUPY_TF32", "0").strip() not in ("", "0") else "float32"
 
 
@@ -107,6 +113,13 @@ def device_description(backend: Backend) -> dict:
     }
     if backend.name == "cupy":
         entry.update(_cuda_device(int(backend.device_name.split(":")[1])))
+    elif backend.name == "torch":
+        import torch
+
+        cuda = backend.device.type == "cuda"
+        entry["kind"] = torch.cuda.get_device_name(backend.device) if cuda else cpu_model()
+        if not cuda:
+            entry["threads"] = torch.get_num_threads()  # torch's intra-op threads, not NumPy's BLAS
     elif backend.name == "jax" and backend.device.platform != "cpu":
         entry["kind"] = str(getattr(backend.device, "device_kind", backend.device.platform))
     else:

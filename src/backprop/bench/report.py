@@ -31,6 +31,7 @@ def format_tables(report: dict) -> str:
         if rows:
             lines += ["", *_backend_table(backend, rows)]
             shown += rows
+    lines += _across_backends(shown)
     if report.get("skipped"):
         lines += ["", "not measured:"]
         lines += [f"  {s['cell']} {s['contender']}: {s['reason']}" for s in report["skipped"]]
@@ -47,6 +48,32 @@ def format_tables(report: dict) -> str:
             "gradients, optimizer state and one batch's activations, plus the batch the benchmark feeds it."
         )
     return "\n".join(lines)
+
+
+def _across_backends(rows: list[dict]) -> list[str]:
+    """The backprop step of each (network, batch) on every backend ÷ its step on the first backend
+    measured there (numpy when it ran): which backend to pick for a cell.  Empty for one backend."""
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        if r["contender"] == "backprop":
+            cells.setdefault((r["network"], r["batch"]), {})[r["backend"]] = r["median_s"]
+    cells = {k: v for k, v in cells.items() if len(v) > 1}
+    if not cells:
+        return []
+    backends = list(dict.fromkeys(b for v in cells.values() for b in v))
+    base = "numpy" if "numpy" in backends else backends[0]
+    lines = [
+        "",
+        f"backprop step ÷ the {base} backend's, same cell",
+        f"{'network':<8}{'batch':>7}  " + "".join(f"{b:>12}" for b in backends),
+    ]
+    for (network, batch), medians in cells.items():
+        ratios = "".join(
+            f"{(format(medians[b] / medians[base], '.2f') if b in medians and base in medians else '-'):>12}"
+            for b in backends
+        )
+        lines.append(f"{network:<8}{batch:>7}  {ratios}")
+    return lines
 
 
 def _header(report: dict) -> list[str]:

@@ -1,4 +1,5 @@
-"""Show the version, every backend (available or why not), devices, dtype and the BLAS in use.
+"""Show the version, every backend (available or why not), devices, dtype and the BLAS in use
+(and, for backends that say more of themselves, such as torch: its version and CPU threads).
 
 Reads BACKPROP_BACKEND, BACKPROP_DEVICE and BACKPROP_DTYPE like every other command.
 """
@@ -25,7 +26,10 @@ def report() -> dict:
         entry = {"name": name, "available": p.available, "reason": p.reason}
         if p.available:
             try:
-                entry["devices"] = __import__(f"backprop.backends.{name}", fromlist=["devices"]).devices()
+                module = __import__(f"backprop.backends.{name}", fromlist=["devices"])
+                entry["devices"] = module.devices()
+                if hasattr(module, "details"):  # e.g. torch: version, CUDA, CPU threads
+                    entry.update(module.details())
             except Exception as exc:  # a broken driver must not break the report
                 entry["available"], entry["reason"] = False, f"{type(exc).__name__}: {exc}"
         backends.append(entry)
@@ -51,6 +55,10 @@ def run(args) -> int:
     print("backends:")
     for b in info["backends"]:
         state = f"available, devices: {', '.join(b['devices'])}" if b["available"] else f"unavailable: {b['reason']}"
+        if b["available"] and "version" in b:
+            state += f"; version {b['version']}" + (f", CUDA {b['cuda']}" if b.get("cuda") else "")
+        if b["available"] and "threads" in b:
+            state += f"; CPU threads {b['threads']} (inter-op {b.get('interop_threads')})"
         print(f"  {b['name']:<17} {state}")
     print("numpy BLAS:")
     for lib in info["blas"] or [{"internal_api": "none found"}]:

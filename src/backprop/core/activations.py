@@ -59,7 +59,7 @@ def sigmoid_into(lib, Z, out, T):
     differs from `sigmoid`'s.  Where the backend has a one-call logistic ufunc for arrays of this
     size (`backprop.backends.one_call_logistic`), that one call replaces the four."""
     expit, most = one_call_logistic(lib)
-    if Z.size <= most:
+    if Z.shape[0] * Z.shape[1] <= most:  # (Z is 2-D; torch has no .size attribute)
         expit(Z, out=out)
         return
     lib.negative(Z, out=Z)

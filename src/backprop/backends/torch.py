@@ -1,0 +1,245 @@
+"""PyTorch (CPU, CUDA or Apple's MPS) through array-api-compat's ``torch`` namespace.
+
+Tensors in, tensors out: the core computes with ``array_api_compat.torch``; NumPy data are moved
+to the device per batch, as on the other backends, and the seeded initial weights are drawn on the
+host (`backprop.backends.Generator`), so a seed gives the same weights as on NumPy.  Device names:
+``cpu``, ``cuda``/``cuda:N`` (``gpu``/``gpu:N`` are accepted as the same), ``mps``.
+
+The fused step (`backprop.training.fused`) writes into preallocated tensors through `InPlace`, a
+small namespace that gives torch the NumPy names and calling conventions that the in-place forms
+use (``lib.dot(a, b, out=)`` for every pairing of 1-D and 2-D operands, ``lib.copyto``, ``axis=``,
+``np.intp``...), each mapped onto the torch function that writes into ``out=``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ._base import Backend
+
+PACKAGE = "torch"
+_DEVICE_RE = re.compile(r"^(cpu|cuda|gpu|mps)(?::(\d+))?$")
+_VALID = "'cpu', 'cuda', 'cuda:N' (or 'gpu', 'gpu:N'), 'mps'"
+
+
+def probe() -> str | None:
+    """None when usable here, else the reason it is not."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return 'PyTorch is not installed: pip install "backprop[torch]"'
+    except Exception as exc:  # a broken install (a missing shared library...)
+        return f"PyTorch is installed but cannot be imported ({type(exc).__name__}: {exc})"
+    try:
+        import array_api_compat.torch  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - array-api-compat is a core dependency
+        return f"array-api-compat has no torch namespace ({exc}); upgrade array-api-compat"
+    return None
+
+
+def parse_device(name: str) -> tuple[str, int]:
+    """``("cpu", 0)``, ``("cuda", N)`` or ``("mps", 0)`` for a device name; ValueError naming the valid forms."""
+    match = _DEVICE_RE.match(str(name).strip().lower())
+    if match is None or (match.group(1) in ("cpu", "mps") and int(match.group(2) or 0) != 0):
+        raise ValueError(f"unknown device {name!r} for backend 'torch'; valid devices: {_VALID}")
+    kind = "cuda" if match.group(1) == "gpu" else match.group(1)
+    return kind, int(match.group(2) or 0)
+
+
+def _device(torch, name: str | None):
+    """The torch.device called ``name`` (None: the CPU), checked to exist here."""
+    kind, index = parse_device(name or "cpu")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: this PyTorch sees no CUDA GPU (torch {torch.__version__})")
+        if index >= count:
+            raise ValueError(
+                f"device 'cuda:{index}' does not exist: PyTorch sees {count} GPU(s), cuda:0..cuda:{count - 1}"
+            )
+        return torch.device("cuda", index), f"cuda:{index}"
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps': this PyTorch has no usable Apple MPS device")
+        return torch.device("mps"), "mps"
+    return torch.device("cpu"), "cpu"
+
+
+def logistic():
+    """(expit, most): the logistic σ as one call that writes into ``out=`` (``torch.sigmoid``, one
+    kernel at every size), see `backprop.backends.one_call_logistic`."""
+    import torch
+
+    return torch.sigmoid, math.inf
+
+
+class InPlace:
+    """torch under the NumPy names of the functions the fused step's in-place forms call, on one
+    device: each writes into ``out=`` where given.  ``__name__`` is "torch", so
+    `backprop.backends.one_call_logistic` finds `logistic`."""
+
+    __name__ = "torch"
+    places_arrays = True  # every array is made on ``device`` here: the fused step enters no device context
+
+    def __init__(self, torch, device):
+        self.torch, self.device = torch, device
+        self.float32, self.float64, self.intp, self.bool_ = torch.float32, torch.float64, torch.int64, torch.bool
+        # the same calls under NumPy's names (a tensor first, or a scalar that torch accepts there)
+        self.add, self.subtract, self.multiply, self.divide = torch.add, torch.sub, torch.mul, torch.div
+        self.negative, self.exp, self.log, self.sqrt, self.tanh = (
+            torch.neg,
+            torch.exp,
+            torch.log,
+            torch.sqrt,
+            torch.tanh,
+        )
+        self.greater, self.equal, self.isfinite, self.matmul = torch.gt, torch.eq, torch.isfinite, torch.matmul
+
+    def __repr__(self) -> str:
+        return f"InPlace(torch {self.torch.__version__}, {self.device})"
+
+    def dtype(self, name):
+        """The torch dtype called ``name`` ("float32", "float64"), or ``name`` if it is one."""
+        return getattr(self.torch, name) if isinstance(name, str) else name
+
+    def _dtype(self, dtype):
+        if dtype is None:
+            return None
+        if dtype is bool or dtype is np.bool_:
+            return self.torch.bool
+        if dtype is np.intp:
+            return self.intp
+        return self.dtype(dtype) if isinstance(dtype, str) else dtype
+
+    def empty(self, shape, dtype=None):
+        return self.torch.empty(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def zeros(self, shape, dtype=None):
+        return self.torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def ones(self, shape, dtype=None):
+        return self.torch.ones(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def arange(self, n, dtype=None):
+        return self.torch.arange(n, dtype=self._dtype(dtype), device=self.device)
+
+    def empty_like(self, a):
+        return self.torch.empty_like(a)
+
+    def asarray(self, a, dtype=None):
+        """``a`` (a number, NumPy scalar or array, or a tensor) as a tensor on the device."""
+        if isinstance(a, np.generic):
+            a = a.item() if dtype is not None else np.asarray(a)
+        if isinstance(a, np.ndarray):
+            dtype = dtype if dtype is not None else getattr(self.torch, a.dtype.name)
+        return self.torch.as_tensor(a, dtype=self._dtype(dtype), device=self.device)
+
+    def maximum(self, a, b):
+        """max(a, b) for a tensor ``a`` and a number ``b``."""
+        return self.torch.clamp(a, min=b)
+
+    def copyto(self, dst, src):
+        dst.copy_(src)
+
+    def dot(self, a, b, out=None):
+        """NumPy's dot for 1-D and 2-D operands: mm, mv (either side) or dot, into ``out``."""
+        torch = self.torch
+        if a.ndim == 2:
+            return torch.mm(a, b, out=out) if b.ndim == 2 else torch.mv(a, b, out=out)
+        if b.ndim == 2:
+            return torch.mv(b.T, a, out=out)
+        return torch.dot(a, b, out=out)
+
+    def vdot(self, a, b):
+        """Σ a ⊙ b over every entry (a 0-d tensor), for contiguous a and b of any shape."""
+        return self.torch.dot(a.reshape(-1), b.reshape(-1))
+
+    def max(self, a, axis=None, keepdims=False):
+        return self.torch.amax(a) if axis is None else self.torch.amax(a, dim=axis, keepdim=keepdims)
+
+    def argmax(self, a, axis, out=None):
+        return self.torch.argmax(a, dim=axis, out=out)
+
+    def count_nonzero(self, a):
+        return self.torch.count_nonzero(a)
+
+    def take(self, a, index, axis, out=None):
+        return self.torch.index_select(a, axis, index, out=out)
+
+
+_INPLACE: dict = {}
+
+
+def inplace(torch, device) -> InPlace:
+    """The one `InPlace` of ``device`` (one per device, so caches keyed on it stay small)."""
+    key = str(device)
+    if key not in _INPLACE:
+        _INPLACE[key] = InPlace(torch, device)
+    return _INPLACE[key]
+
+
+def _from_host(torch, host: np.ndarray, device):
+    """A NumPy array as a tensor on ``device`` (on the CPU sharing its memory where torch can)."""
+    if not host.flags.writeable or any(s < 0 for s in host.strides):  # torch shares writable, forward strides
+        host = host.copy()
+    if host.dtype.kind == "u" and host.dtype != np.uint8:  # torch's wider unsigned types lack most ops
+        host = host.astype(np.int64)
+    tensor = torch.from_numpy(host)
+    return tensor if device.type == "cpu" else tensor.to(device)
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+def load(device: str | None, dtype: str) -> Backend:
+    import array_api_compat.torch as xp
+    import torch
+
+    dev, name = _device(torch, device)
+
+    def synchronize(*arrays):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        elif dev.type == "mps":
+            torch.mps.synchronize()
+
+    return Backend(
+        name="torch",
+        xp=xp,
+        device=dev,
+        device_name=name,
+        dtype=getattr(torch, dtype),
+        dtype_name=dtype,
+        array_type=torch.Tensor,
+        _to_device=lambda host, device: _from_host(torch, host, device),
+        _to_numpy=_to_numpy,
+        _synchronize=synchronize if dev.type != "cpu" else None,
+        inplace=inplace(torch, dev),
+    )
+
+
+def devices() -> list[str]:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def details() -> dict:
+    """What `backprop info` reports of torch: its version, CUDA version and CPU threads."""
+    import torch
+
+    return {
+        "version": torch.__version__,
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
