@@ -298,7 +298,9 @@ def test_trainer_fit_and_predict(case, classification):
 def test_sklearn_estimators(case, classification):
     kind, seed, n, d = case
     X, y = damaged(kind, seed, n, d, classification)
-    estimator = (MLPClassifier if classification else MLPRegressor)(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    estimator = (MLPClassifier if classification else MLPRegressor)(
+        hidden_layer_sizes=(4,), max_iter=3, random_state=0, dtype="float32"
+    )
     name = type(estimator).__name__
     expect = overflows(kind, float_targets=not classification)
     fitted = check_call(f"{name}.fit", lambda: estimator.fit(X, y), X, y, SKLEARN_VALIDATION, expect=expect)
@@ -315,9 +317,12 @@ def clean_fit(classification: bool, d: int):
     rng = np.random.default_rng(d)
     X = rng.normal(size=(12, d))
     if classification:
-        estimator, y = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0), np.arange(12) % 3
+        estimator, y = (
+            MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, dtype="float32"),
+            np.arange(12) % 3,
+        )
     else:
-        estimator, y = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X.sum(axis=1)
+        estimator, y = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0, dtype="float32"), X.sum(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return estimator.fit(X, y)

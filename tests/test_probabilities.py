@@ -56,8 +56,8 @@ def test_predict_log_proba_is_accurate_where_probabilities_round(centers):
     X, y = make_blobs(200, n_features=4, centers=centers, random_state=0, cluster_std=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a ConvergenceWarning: the fit's quality is not the point
-        clf = MLPClassifier((8,), max_iter=200, random_state=0, backend="numpy").fit(X, y)
-    far = X * 50.0  # confident predictions: probabilities that round to 0 in float32
+        clf = MLPClassifier((8,), max_iter=200, random_state=0, backend="numpy", dtype="float32").fit(X, y)
+    far = X * 50.0  # confident predictions: probabilities that round to 0 in the float32 network
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no divide-by-zero warning
         log_p = clf.predict_log_proba(far)

@@ -26,19 +26,17 @@ from threadpoolctl import threadpool_limits
 from backprop.backends import get_backend, probe
 from backprop.sklearn import MLPClassifier, MLPRegressor
 
-NUMPY_DTYPE = get_backend("numpy").dtype_name  # float32 unless BACKPROP_DTYPE says otherwise
-
 
 # -- scikit-learn's own estimator checks -----------------------------------------------------
 def expected_failed_checks(estimator) -> dict:
     """Checks that cannot pass, with the reason (scikit-learn's expected_failed_checks)."""
-    if get_backend(estimator.backend).dtype_name == "float32":
+    if estimator.dtype is not None and np.dtype(estimator.dtype) == np.float32:
         return {
             "check_methods_subset_invariance": (
-                "the network computes in float32 (BACKPROP_DTYPE): predicting one row at a time runs "
+                "the network computes in float32 (dtype='float32'): predicting one row at a time runs "
                 "other BLAS kernels (gemv instead of gemm) than a whole batch, so outputs can differ in "
                 "the last bit (~1.5e-7 on probabilities), above the check's atol=1e-7; it passes with "
-                "BACKPROP_DTYPE=float64"
+                "dtype=None, which follows the checks' float64 data"
             ),
         }
     return {}
@@ -198,7 +196,7 @@ def test_classifier_fitted_attributes(blobs):
     assert [W.shape for W in clf.coefs_] == [(5, 7), (7, 5), (5, 3)]
     assert [b.shape for b in clf.intercepts_] == [(7,), (5,), (3,)]
     assert all(
-        type(a) is np.ndarray and a.dtype == NUMPY_DTYPE and a.flags.writeable for a in clf.coefs_ + clf.intercepts_
+        type(a) is np.ndarray and a.dtype == np.float64 and a.flags.writeable for a in clf.coefs_ + clf.intercepts_
     )
     assert clf.n_iter_ == 20 and clf.t_ == 20 * len(X) and len(clf.loss_curve_) == 20
     assert isinstance(clf.loss_, float) and clf.loss_ == clf.loss_curve_[-1] and clf.best_loss_ == min(clf.loss_curve_)
@@ -564,13 +562,12 @@ def test_bad_input(blobs):
 OVERFLOW_METHODS = ["fit", "partial_fit", "predict", "predict_proba", "score", "lbfgs-fit"]
 
 
-@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("method", OVERFLOW_METHODS)
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_values_too_large_for_float32_are_refused(Estimator, method, sparse, blobs):
-    """float64 X that passes scikit-learn's validation but overflows the network's float32 is
+    """float64 X that passes scikit-learn's validation but overflows a float32 network is
     refused by every method, naming the dtype and the remedy, as the Trainer does: never NaN
     probabilities, class 0 for every row, a score of chance or an L-BFGS loss_ of nan."""
     import scipy.sparse
@@ -584,7 +581,8 @@ def test_values_too_large_for_float32_are_refused(Estimator, method, sparse, blo
         big = scipy.sparse.csr_matrix(big)
     classes = {"classes": np.unique(y)} if Estimator is MLPClassifier else {}
     solver = "lbfgs" if method == "lbfgs-fit" else "adam"
-    est = Estimator(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0, backend="numpy")
+    kwargs = dict(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0, dtype="float32")
+    est = Estimator(backend="numpy", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if method in ("predict", "predict_proba", "score"):
@@ -597,18 +595,18 @@ def test_values_too_large_for_float32_are_refused(Estimator, method, sparse, blo
             "predict_proba": lambda: est.predict_proba(big),
             "score": lambda: est.score(big, y),
         }[method]
-        with pytest.raises(ValueError, match=r"X has values too large for float32.*BACKPROP_DTYPE=float64"):
+        with pytest.raises(ValueError, match=r"X has values too large for float32.*dtype='float64'"):
             call()
 
 
-@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
 def test_regression_targets_too_large_for_float32_are_refused(solver, small_regression):
     X, Y = small_regression
+    X = X.astype(np.float32)  # a float32 network
     reg = MLPRegressor(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0, backend="numpy")
     for y in (np.full(X.shape[0], 1e39), np.c_[Y[:, 0], -1e39 * np.ones(X.shape[0])]):
-        with pytest.raises(ValueError, match=r"y has values too large for float32.*BACKPROP_DTYPE=float64"):
+        with pytest.raises(ValueError, match=r"y has values too large for float32.*dtype='float64'"):
             reg.fit(X, y)
         if solver != "lbfgs":
             with pytest.raises(ValueError, match=r"y has values too large for float32"):
@@ -626,19 +624,19 @@ def test_predictions_that_overflow_are_refused(Estimator, blobs):
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
     est.coefs_[0][:] = 1e30
-    huge = np.full_like(X, float(np.finfo(NUMPY_DTYPE).max) / 1e20)  # fits the dtype; times 1e30 it does not
+    huge = np.full_like(X, float(np.finfo(est.coefs_[0].dtype).max) / 1e20)  # fits the dtype; times 1e30 it does not
     methods = [est.predict, lambda Z: est.score(Z, y)] + ([est.predict_proba] if Estimator is MLPClassifier else [])
     for method in methods:
         with pytest.raises(ValueError, match=r"the network's output .*too large for the dtype"):
             method(huge)
 
 
-@pytest.mark.skipif(NUMPY_DTYPE != "float32", reason="float64 holds these values")
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_lbfgs_never_reports_a_nan_loss(blobs):
     """X or y that fit float32 but overflow the loss: L-BFGS stops at once; fit refuses the run
     instead of keeping loss_ = nan behind a ConvergenceWarning, and the weights stay finite."""
     X, y = blobs
+    X = X.astype(np.float32)  # a float32 network
     clf = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5, random_state=0, backend="numpy")
     with pytest.raises(ValueError, match=r"non-finite loss \(nan\).*too large for the network's dtype \(float32\)"):
         clf.fit(np.full_like(X, np.finfo(np.float32).max), y)

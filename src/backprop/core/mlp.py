@@ -16,12 +16,14 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 from array_api_compat import array_namespace
 
+from ..backends import to_host
 from .activations import get_activation
 from .dense import dense_backward, dense_forward
 from .losses import REDUCTIONS, get_loss
-from .validation import as_matrix, as_targets, check_finite
+from .validation import as_matrix, as_targets, check_finite, to_namespace
 
 INITS = ("auto", "glorot_uniform", "he_normal", "sklearn")
 
@@ -206,9 +208,16 @@ class MLP:
                 H.append(self.activation.f(xp, Z[-1]))
         return H, Z
 
-    def scale(self, n_samples: int) -> float:
-        """The reduction factor: 1/n for "mean", 1 for "sum"."""
-        return 1.0 / n_samples if self.reduction == "mean" else 1.0
+    def scale(self, n_samples: int, weight_sum=None):
+        """The reduction factor: 1/n for "mean" (1/Σw, the weighted mean, given the sum of the rows'
+        weights: a number, or an array inside a compiled step; a zero sum gives inf), 1 for "sum"."""
+        if self.reduction != "mean":
+            return 1.0
+        if weight_sum is None:
+            return 1.0 / n_samples
+        if isinstance(weight_sum, numbers.Real) and weight_sum == 0:
+            return math.inf  # no weighted mean: the step's loss is not finite, and it is refused
+        return 1.0 / weight_sum
 
     def penalty(self, xp, params: Params, scale: float):
         """The L2 term scale · (alpha/2) Σ_l ‖W_l‖²_F."""
@@ -218,20 +227,25 @@ class MLP:
         """The loss reported for a batch: the loss layer's value plus the L2 penalty."""
         return data_loss + penalty if self.alpha else data_loss
 
-    def value(self, xp, params: Params, X, Y):
-        """(loss, ŷ) for checked, encoded inputs: the forward pass and the loss layer only (pure)."""
-        scale = self.scale(X.shape[0])
-        out = self.loss_layer(xp, self.forward(xp, params, X)[1][-1], Y, scale)
+    def value(self, xp, params: Params, X, Y, weight=None):
+        """(loss, ŷ) for checked, encoded inputs: the forward pass and the loss layer only (pure);
+        ``weight``: None or the rows' weights (see `value_and_grad`)."""
+        scale = self.scale(X.shape[0]) if weight is None else self.scale(X.shape[0], xp.sum(weight))
+        out = self.loss_layer(xp, self.forward(xp, params, X)[1][-1], Y, scale, weight)
         return self.total_loss(out.value, self.penalty(xp, params, scale) if self.alpha else 0.0), out.output
 
-    def value_and_grad(self, xp, params: Params, X, Y):
+    def value_and_grad(self, xp, params: Params, X, Y, weight=None):
         """Loss, gradients and `Intermediates` for checked, encoded inputs (pure; no input checks).
 
-        This is the training step's computation; use `loss_and_grad` for raw user input.
+        ``weight``: None, or the rows' sample weights w (n,) of X's dtype: the loss becomes the
+        weighted mean scale · Σᵢ wᵢ ℓᵢ with scale = 1/Σw ("mean"; 1 for "sum"), the L2 term keeps
+        scale · (alpha/2) Σ‖W‖², and the loss layer's δ rows are scaled by wᵢ (`backprop.core.losses`);
+        the backward pass is unchanged.  This is the training step's computation; use
+        `loss_and_grad` for raw user input.
         """
-        scale = self.scale(X.shape[0])
+        scale = self.scale(X.shape[0]) if weight is None else self.scale(X.shape[0], xp.sum(weight))
         H, Z = self.forward(xp, params, X)
-        out = self.loss_layer(xp, Z[-1], Y, scale)
+        out = self.loss_layer(xp, Z[-1], Y, scale, weight)
         grads, deltas, dH = backward(xp, params, H, Z, out.delta, self.activation)
         loss = self.total_loss(out.value, self.penalty(xp, params, scale) if self.alpha else 0.0)
         if self.alpha:
@@ -261,17 +275,36 @@ class MLP:
         check_finite(xp, output, "the network's output (X or the parameters are too large for the dtype?)")
         return output
 
-    def loss(self, params: Params, X, y):
-        """The loss (with the L2 penalty) on (X, y)."""
-        xp, X, Y = self.prepare(params, X, y)
-        return self.value(xp, params, X, Y)[0]
+    def prepare_weight(self, params: Params, sample_weight, n_samples: int):
+        """``sample_weight`` as a 1-D array of the params' backend, device and dtype: ValueError
+        unless it holds ``n_samples`` finite real numbers (any sign, as scikit-learn allows)."""
+        host = to_host(sample_weight)
+        if host.ndim != 1 or host.shape[0] != n_samples:
+            raise ValueError(
+                f"sample_weight must be 1-D with {n_samples} entries (one per row of X), got shape {host.shape}"
+            )
+        if host.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {host.dtype}")
+        check_finite(np, host, "sample_weight")
+        like = params[0][0]
+        weight = to_namespace(host, array_namespace(like), like, dtype=like.dtype)
+        check_finite(array_namespace(like), weight, "sample_weight (converted to the parameters' dtype)")
+        return weight
 
-    def loss_and_grad(self, params: Params, X, y, return_intermediates: bool = False):
+    def loss(self, params: Params, X, y, sample_weight=None):
+        """The loss (with the L2 penalty) on (X, y), the weighted mean with ``sample_weight``."""
+        xp, X, Y = self.prepare(params, X, y)
+        weight = None if sample_weight is None else self.prepare_weight(params, sample_weight, X.shape[0])
+        return self.value(xp, params, X, Y, weight)[0]
+
+    def loss_and_grad(self, params: Params, X, y, return_intermediates: bool = False, sample_weight=None):
         """``(loss, grads)`` with grads shaped like params; ``(loss, grads, Intermediates)`` on request.
 
-        X: (n_samples, n_features) floats; y: targets for the loss (see `backprop.core.validation.as_targets`).
+        X: (n_samples, n_features) floats; y: targets for the loss (see `backprop.core.validation.as_targets`);
+        ``sample_weight``: None or one real weight per row (see `value_and_grad`).
         """
         xp, X, Y = self.prepare(params, X, y)
-        loss, grads, intermediates = self.value_and_grad(xp, params, X, Y)
+        weight = None if sample_weight is None else self.prepare_weight(params, sample_weight, X.shape[0])
+        loss, grads, intermediates = self.value_and_grad(xp, params, X, Y, weight)
         check_finite(xp, loss, "the loss (X, y or the parameters are too large for the dtype?)")
         return (loss, grads, intermediates) if return_intermediates else (loss, grads)

@@ -12,9 +12,9 @@ immutable), so a whole training step can be compiled with ``jax.jit``.
 The state is a ``NamedTuple`` of arrays (as optax's are), with no None and no Python numbers, so
 it can be written to a checkpoint leaf by leaf and passed through ``jax.jit``:
 
-    SGD               SGDState(count, velocity)
-    Adam, AdamW       AdamState(count, m, v)
-    RMSprop           RMSpropState(count, square_avg, velocity)
+    SGD                        SGDState(count, velocity)
+    Adam, AdamSklearn, AdamW   AdamState(count, m, v)
+    RMSprop                    RMSpropState(count, square_avg, velocity)
 
 ``count`` is the number of steps taken, a 0-d array in the parameters' floating dtype so the
 schedules can use it under ``jax.jit`` without casts; it counts exactly up to 2^24 = 16,777,216
@@ -47,6 +47,7 @@ from .tree import Tree, tree_leaves, tree_map, tree_node
 __all__ = [
     "SGD",
     "Adam",
+    "AdamSklearn",
     "AdamW",
     "RMSprop",
     "Optimizer",
@@ -434,12 +435,14 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with bias correction, as in torch.optim.Adam.
+    """Adam (Kingma & Ba, 2015) with bias correction, as in torch.optim.Adam and optax.adam.
 
         m ← β₁ m + (1 − β₁) g,      v ← β₂ v + (1 − β₂) g²           (m₀ = v₀ = 0)
         m̂ = m / (1 − β₁^(t+1)),     v̂ = v / (1 − β₂^(t+1))          (t = 0 on the first step)
         p ← p − η_t · m̂ / (√v̂ + eps)
 
+    eps is added to the bias-corrected √v̂ (torch's convention).  `AdamSklearn` is the other
+    convention, scikit-learn's: eps added to √v, with the bias correction folded into the rate.
     State: `AdamState` (count, m, v).
     """
 
@@ -486,6 +489,53 @@ class Adam(Optimizer):
             lib.subtract(S, G, out=G)
         else:
             lib.subtract(P, G, out=G)
+
+
+class AdamSklearn(Adam):
+    """Adam as scikit-learn's MLPs run it (``sklearn.neural_network``'s AdamOptimizer, the paper's
+    Algorithm 1 with its "efficient" final step):
+
+        m ← β₁ m + (1 − β₁) g,      v ← β₂ v + (1 − β₂) g²           (m₀ = v₀ = 0)
+        η̂_t = η_t · √(1 − β₂^(t+1)) / (1 − β₁^(t+1))                 (t = 0 on the first step)
+        p ← p − η̂_t · m / (√v + eps)
+
+    The same as `Adam` (torch's convention, eps added to √v̂) except where eps is added: here to
+    √v, before the bias correction, which equals `Adam` with eps · √(1 − β₂^(t+1)) in place of
+    eps.  The two differ where √v is not large against eps: early steps and parameters with tiny
+    gradients.  State: `AdamState` (count, m, v), as `Adam`'s.
+    """
+
+    name = "adam_sklearn"
+
+    def _step(self, xp, params, grads, lr, t, buffers):
+        m, v = buffers
+        m = tree_map(lambda m, g: self.beta1 * m + (1.0 - self.beta1) * g, m, grads)
+        v = tree_map(lambda v, g: self.beta2 * v + (1.0 - self.beta2) * (g * g), v, grads)
+        rate = lr * xp.sqrt(1.0 - self.beta2 ** (t + 1.0)) / (1.0 - self.beta1 ** (t + 1.0))
+        params = tree_map(lambda p, m, v: p - rate * m / (xp.sqrt(v) + self.eps), params, m, v)
+        return params, (m, v)
+
+    def _step_inplace(self, lib, P, G, S, slots, lr, t):
+        """`_step` over flat buffers, into G, in scikit-learn's order of operations (so float64
+        runs equal its to rounding): m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g²,
+        p − (η̂_t m) / (√v + eps)."""
+        m, v = slots
+        lib.multiply(G, 1.0 - self.beta1, out=S)
+        lib.multiply(m, self.beta1, out=m)
+        lib.add(m, S, out=m)
+        lib.multiply(G, G, out=G)
+        lib.multiply(G, 1.0 - self.beta2, out=G)
+        lib.multiply(v, self.beta2, out=v)
+        lib.add(v, G, out=v)
+        rate = lr * math.sqrt(1.0 - self.beta2 ** (t + 1.0)) / (1.0 - self.beta1 ** (t + 1.0))
+        lib.multiply(m, rate, out=S)
+        lib.sqrt(v, out=G)
+        lib.add(G, self.eps, out=G)
+        lib.divide(S, G, out=G)
+        lib.subtract(P, G, out=G)
+
+    def inplace_scratch(self) -> bool:
+        return True
 
 
 class AdamW(Adam):
@@ -571,11 +621,11 @@ class RMSprop(Optimizer):
         return True
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (SGD, Adam, AdamW, RMSprop)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {o.name: o for o in (SGD, Adam, AdamW, RMSprop, AdamSklearn)}
 
 
 def get_optimizer(name: str, **kwargs) -> Optimizer:
-    """The optimizer called ``name`` (sgd, adam, adamw, rmsprop) built with ``kwargs``."""
+    """The optimizer called ``name`` (sgd, adam, adamw, rmsprop, adam_sklearn) built with ``kwargs``."""
     key = str(name).strip().lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")

@@ -16,24 +16,25 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ..backends import BACKENDS, get_backend
-from ..core.optim import Adam
+from ..core.optim import AdamSklearn
 from ..core.tree import tree_map
 from ..core.validation import check_finite
 from ..training.interrupt import deferred_interrupt
 from ..training.trainer import Trainer
-from ._lbfgs import _fit_lbfgs
+from ._lbfgs import _check_weight_sum, _fit_lbfgs
 from ._network import _SklearnMLP
 from ._sgd import _set_sgd_rate, _StateRateSGD
 from ._utils import (
     _FLOAT_DTYPES,
     _as_dtype,
-    _dense,
+    _chunk_rows,
     _host_copy,
     _host_input,
     _host_params,
+    _is_sparse,
     _param_names,
     _random_state,
 )
@@ -77,6 +78,7 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
         "backend": [None, StrOptions(set(BACKENDS))],
+        "dtype": [None, StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64})],
         "blas_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
     }
 
@@ -102,8 +104,13 @@ class _BaseMLP(BaseEstimator):
         return state
 
     # -- the network, the optimizer and the parameters --------------------------------------
-    def _get_backend(self):
-        return get_backend(self.backend)
+    def _network_dtype(self, X) -> str:
+        """The dtype a new network computes in: ``dtype``, else X's (validated: float64 or float32)."""
+        return np.dtype(self.dtype if self.dtype is not None else X.dtype).name
+
+    def _get_backend(self, dtype: str | None = None):
+        """The backend (``backend``, None: ``BACKPROP_BACKEND``) in ``dtype``, None: the fitted network's."""
+        return get_backend(self.backend, dtype=dtype or self.coefs_[0].dtype.name)
 
     def _hidden_sizes(self) -> list[int]:
         sizes = self.hidden_layer_sizes
@@ -133,7 +140,7 @@ class _BaseMLP(BaseEstimator):
     def _optimizer(self):
         if self.solver == "sgd":
             return _StateRateSGD(float(self.momentum), bool(self.nesterovs_momentum))
-        return Adam(float(self.learning_rate_init), float(self.beta_1), float(self.beta_2), float(self.epsilon))
+        return AdamSklearn(float(self.learning_rate_init), float(self.beta_1), float(self.beta_2), float(self.epsilon))
 
     def _optimizer_key(self, optimizer) -> tuple:
         if isinstance(optimizer, _StateRateSGD):
@@ -152,11 +159,15 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, backend, model, params, X: np.ndarray, logits: bool = False) -> np.ndarray:
         """The network's output ŷ (probabilities for classification) for host rows X, on the host;
         with ``logits``, the output layer's pre-activations Z instead."""
-        xp = backend.xp
-        chunk = X.shape[0] if backend.name == "numpy" else 16384
+        xp, sparse = backend.xp, _is_sparse(X)
+        if sparse:  # densified a chunk at a time
+            chunk = _chunk_rows(X, np.dtype(backend.dtype_name).itemsize)
+        else:
+            chunk = X.shape[0] if backend.name == "numpy" else 16384
         outputs = []
         for start in range(0, X.shape[0], max(chunk, 1)):
-            Xb = backend.asarray(np.asarray(X[start : start + chunk], dtype=backend.dtype_name))
+            Xb = X[start : start + chunk]
+            Xb = backend.asarray(Xb.toarray() if sparse else np.asarray(Xb, dtype=backend.dtype_name))
             Z = model.forward(xp, params, Xb)[1][-1]
             outputs.append(backend.to_numpy(Z if logits else model.loss_layer.output(xp, Z)))
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
@@ -166,7 +177,7 @@ class _BaseMLP(BaseEstimator):
 
         ValueError, as the Trainer's, when X has values too large for the network's dtype or the
         output is not finite (finite X and weights whose forward pass overflows the dtype)."""
-        X = _dense(validate_data(self, _host_input(X), accept_sparse=True, dtype=_FLOAT_DTYPES, reset=False))
+        X = validate_data(self, _host_input(X), accept_sparse="csr", dtype=_FLOAT_DTYPES, reset=False)
         backend = self._get_backend()
         X_net = _as_dtype(X, backend.dtype_name, "X")
         out = self._forward(backend, self._model(), self._device_params(backend), X_net, logits=logits)
@@ -181,26 +192,31 @@ class _BaseMLP(BaseEstimator):
         return True
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y.
 
         X: {array-like, sparse matrix} of shape (n_samples, n_features).  y: class labels (or a
         label-indicator matrix) for classification, real numbers (n_samples,) or
-        (n_samples, n_outputs) for regression.  Returns self.
+        (n_samples, n_outputs) for regression.  sample_weight: array-like of shape (n_samples,)
+        or None (scikit-learn's checks; each batch's loss is its weighted mean, see the module
+        docstring).  Returns self.
         """
         self._validate_params()
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def _fit(self, X, y, incremental: bool):
+    def _fit(self, X, y, incremental: bool, sample_weight=None):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(_host_input(X), _host_input(y), incremental, reset=first_pass)
-        X = _dense(X)
+        if sample_weight is not None:  # scikit-learn's check: 1-D, one per sample, finite, not all zero
+            sample_weight = _check_sample_weight(_host_input(sample_weight), X)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         layer_units = [X.shape[1]] + hidden + [y.shape[1]]
-        backend = self._get_backend()
+        # a new network computes in ``dtype`` or X's dtype; one fitted before (warm_start, partial_fit) in its own
+        backend = self._get_backend(self._network_dtype(X) if first_pass else None)
         X, Y = _as_dtype(X, backend.dtype_name, "X"), _as_dtype(y, backend.dtype_name, "y")  # before any state changes
+        W = None if sample_weight is None else _as_dtype(sample_weight, backend.dtype_name, "sample_weight")
         self._random_state = _random_state(self)
 
         if first_pass:
@@ -212,10 +228,10 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("loss='poisson' needs y >= 0 (some values of y are negative)")
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(backend, X, Y, incremental)
+            self._fit_stochastic(backend, X, Y, incremental, W)
         else:
             self._trainer = None
-            _fit_lbfgs(self, backend, X, Y)
+            _fit_lbfgs(self, backend, X, Y, W)
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(_NON_FINITE)
@@ -301,18 +317,27 @@ class _BaseMLP(BaseEstimator):
         return trainer
 
     # -- the stochastic solvers: scikit-learn's epoch loop around the compiled step ----------
-    def _fit_stochastic(self, backend, X, Y, incremental: bool) -> None:
+    def _fit_stochastic(self, backend, X, Y, incremental: bool, W=None) -> None:
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         model = self._model()
         trainer = self._get_trainer(backend, model, self._optimizer(), incremental)
-        X_train, Y_train, X_val, y_val = self._validation_split(X, Y)
+        X_train, Y_train, X_val, y_val, W_train, w_val = self._validation_split(X, Y, W)
         batches = list(gen_batches(X_train.shape[0], self._batch_size(X_train.shape[0])))
-        X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # on the device (NumPy: as they are)
+        if not _is_sparse(X_train):  # on the device (NumPy: as they are); a sparse X stays on the host
+            X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # (each batch densified)
+        if W_train is not None:  # the sample weights on the device alike (gathered per batch by the step)
+            W_train = backend.asarray(W_train)
         with deferred_interrupt() as interrupted:  # Ctrl-C lands between steps, on every backend
             try:
                 self._epochs(
-                    backend, model, trainer, (X_train, Y_train, batches), (X_val, y_val), incremental, interrupted
+                    backend,
+                    model,
+                    trainer,
+                    (X_train, Y_train, batches, W_train),
+                    (X_val, y_val, w_val),
+                    incremental,
+                    interrupted,
                 )
             except KeyboardInterrupt:
                 warnings.warn("Training interrupted by user.", stacklevel=2)
@@ -321,26 +346,31 @@ class _BaseMLP(BaseEstimator):
         else:
             self.coefs_, self.intercepts_ = _host_params(backend, trainer.params)
 
-    def _validation_split(self, X, Y) -> tuple:
-        """(X_train, Y_train, X_val, y_val): scikit-learn's early-stopping split, y_val as labels;
-        without early stopping, every sample trains and there is no validation set."""
+    def _validation_split(self, X, Y, W=None) -> tuple:
+        """(X_train, Y_train, X_val, y_val, W_train, w_val): scikit-learn's early-stopping split,
+        y_val as labels, the sample weights W (or None) split alike (the same rows: the split
+        does not depend on how many arrays it splits); without early stopping, every sample
+        trains and there is no validation set."""
         if not self.early_stopping:
-            return X, Y, None, None
+            return X, Y, None, None, W, None
         should_stratify = is_classifier(self) and self.n_outputs_ == 1  # as scikit-learn: binary only
-        X_train, X_val, Y_train, y_val = train_test_split(
+        # classifiers split the user's labels alongside (the same order as the encoded ones, so the
+        # same split), which a stratified split's errors name: class True or 'cat', not 1.0
+        labels = self._label_binarizer.inverse_transform(Y) if is_classifier(self) else Y
+        X_train, X_val, Y_train, _, _, y_val, *weights = train_test_split(
             X,
             Y,
+            labels,
+            *(() if W is None else (W,)),
             random_state=self._random_state,
             test_size=self.validation_fraction,
-            stratify=Y if should_stratify else None,
+            stratify=labels if should_stratify else None,
         )
         if X_val.shape[0] < 2:
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
-        if is_classifier(self):
-            y_val = self._label_binarizer.inverse_transform(y_val)
-        return X_train, Y_train, X_val, y_val
+        return X_train, Y_train, X_val, y_val, *(weights or (None, None))
 
     def _batch_size(self, n_samples: int) -> int:
         if self.batch_size == "auto":
@@ -352,8 +382,9 @@ class _BaseMLP(BaseEstimator):
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _epochs(self, backend, model, trainer, train, validation, incremental: bool, interrupted) -> None:
-        """Up to max_iter epochs (one for partial_fit) over ``train`` = (X, Y, batches) on the device."""
-        X, Y, batches = train
+        """Up to max_iter epochs (one for partial_fit) over ``train`` = (X, Y, batches, sample
+        weights or None) on the device; ``validation`` = (X_val, y_val, sample weights or None)."""
+        X, Y, batches, W = train
         n_samples = X.shape[0]
         sample_idx = np.arange(n_samples, dtype=int)
         self.n_iter_ = 0
@@ -364,10 +395,17 @@ class _BaseMLP(BaseEstimator):
                 # permutation is arange + RandomState.shuffle, as its resample does, without the
                 # parameter validation that costs a quarter of a millisecond per epoch
                 sample_idx = sample_idx[self._random_state.permutation(n_samples)]
-            totals = trainer.run_epoch(X, Y, [sample_idx[batch] for batch in batches], interrupted, count_correct=False)
+            totals = trainer.run_epoch(
+                X, Y, [sample_idx[batch] for batch in batches], interrupted, count_correct=False, sample_weight=W
+            )
             if interrupted():
                 raise KeyboardInterrupt
             total, all_ok = totals.loss, totals.first_bad < 0
+            if not all_ok and W is not None:  # a batch whose weights sum to 0: scikit-learn's np.average error
+                _check_weight_sum(backend.to_numpy(W)[sample_idx[batches[totals.first_bad]]])
+            if not all_ok and self.early_stopping:
+                self._diverged(totals, batches, n_samples)
+                break
             if not all_ok:
                 self.coefs_, self.intercepts_ = _host_params(backend, trainer.params)
                 raise ValueError(
@@ -386,6 +424,43 @@ class _BaseMLP(BaseEstimator):
                     stacklevel=3,
                 )
 
+    def _diverged(self, totals, batches, n_samples: int) -> None:
+        """Early stopping through a diverging fit, as scikit-learn (>= 1.6) has it: the epoch whose
+        step was refused (its loss or updated weights not finite) is recorded with its loss (the
+        steps' sum, non-finite unless the refused step was the epoch's last) and a NaN validation
+        score.  scikit-learn then trains on, on weights that are no longer finite, up to max_iter
+        epochs (a NaN score never counts as "no improvement"), each with a NaN loss and score, and
+        warns that max_iter was reached; those epochs are recorded here as it records them, without
+        computing NaNs, with the same warning, after a ConvergenceWarning saying where training
+        diverged.  fit then keeps the weights of the best validation score, as scikit-learn does."""
+        bad = totals.first_bad
+        last = bad == len(batches) - 1  # no step after the refused one: the epoch's loss is all there is
+        total = totals.loss + totals.bad_loss * len(range(n_samples)[batches[bad]]) if last else np.nan
+        scores = self.validation_scores_
+        best = scores.index(self.best_validation_score_) + 1 if np.isfinite(self.best_validation_score_) else 0
+        self._record_epoch(total, n_samples)
+        scores.append(np.nan)
+        self._print("Validation score: nan")
+        warnings.warn(
+            f"Training diverged in epoch {self.n_iter_}: a step's loss or updated weights were not finite "
+            f"(loss {totals.bad_loss}). Training stopped; the weights of the best validation score "
+            + (f"(epoch {best}) are kept." if best else "(none: the initial weights) are kept.")
+            + " The input data may contain large values and need to be preprocessed, or learning_rate_init "
+            "may be too large.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+        while self.n_iter_ < self.max_iter:  # scikit-learn's epochs on non-finite weights
+            self._record_epoch(np.nan, n_samples)
+            scores.append(np.nan)
+            self._print("Validation score: nan")
+        warnings.warn(
+            "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
+            % self.max_iter,
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
     def _record_epoch(self, total: float, n_samples: int) -> None:
         """``total``: Σ batch loss × batch size over the epoch, as scikit-learn sums it."""
         self.n_iter_ += 1
@@ -394,9 +469,9 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_.append(self.loss_)
         self._print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-    def _update_no_improvement_count(self, backend, model, trainer, X_val, y_val) -> None:
+    def _update_no_improvement_count(self, backend, model, trainer, X_val, y_val, w_val=None) -> None:
         if self.early_stopping:
-            self._update_validation_score(backend, model, trainer, X_val, y_val)
+            self._update_validation_score(backend, model, trainer, X_val, y_val, w_val)
             return
         if self.loss_curve_[-1] > self.best_loss_ - self.tol:
             self._no_improvement_count += 1
@@ -405,13 +480,14 @@ class _BaseMLP(BaseEstimator):
         if self.loss_curve_[-1] < self.best_loss_:
             self.best_loss_ = self.loss_curve_[-1]
 
-    def _update_validation_score(self, backend, model, trainer, X_val, y_val) -> None:
-        """Score the validation set; keep the best weights on the host."""
+    def _update_validation_score(self, backend, model, trainer, X_val, y_val, w_val=None) -> None:
+        """Score the validation set (weighted by its sample weights ``w_val``, as scikit-learn's
+        score(X_val, y_val, sample_weight_val)); keep the best weights on the host."""
         y_pred = self._decode(self._forward(backend, model, trainer.params, X_val))
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             score = np.nan
         else:
-            score = self._score_function(y_val, y_pred)
+            score = self._score_function(y_val, y_pred, sample_weight=w_val)
         self.validation_scores_.append(score)
         self._print(f"Validation score: {score:f}")
         if score < self.best_validation_score_ + self.tol:

@@ -20,8 +20,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by backprop's hand-written backward pass.
 
     A drop-in for ``sklearn.neural_network.MLPClassifier``: the same parameters, defaults,
-    fitted attributes and methods, plus ``backend`` and ``blas_threads`` (see the module
-    docstring, which also lists how each part maps onto the library and the few differences).
+    fitted attributes and methods, plus ``backend``, ``dtype`` and ``blas_threads`` (see the
+    module docstring, which also lists how each part maps onto the library and the few
+    differences).
 
     Parameters
     ----------
@@ -72,6 +73,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The most loss evaluations of lbfgs.
     backend : {"numpy", "cupy", "jax", "array_api_strict"} or None, default=None
         Where to compute; None reads BACKPROP_BACKEND.
+    dtype : {"float32", "float64"} or None, default=None
+        The dtype the network computes in.  None follows the data, as scikit-learn does: float32
+        X trains a float32 network, float64 (or integer) X a float64 one.  Chosen when the
+        weights are initialised; partial_fit, warm_start and predict go on in the fitted
+        network's dtype (that of ``coefs_``).  BACKPROP_DTYPE does not apply to the estimators.
     blas_threads : int or None, default=None
         NumPy's BLAS thread count during fit and partial_fit (NumPy backend).  None: the
         ``BACKPROP_BLAS_THREADS`` environment variable if set (an integer >= 1, or "auto"), else
@@ -84,7 +90,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
     coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_,
     out_activation_ : as in scikit-learn (coefs_ and intercepts_ are NumPy arrays in the
-    backend's dtype).
+    network's dtype).
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend=None,
+        dtype=None,
         blas_threads=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -140,10 +147,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.dtype = dtype
         self.blas_threads = blas_threads
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=True, multi_output=True, dtype=_FLOAT_DTYPES, reset=reset)
+        X, y = validate_data(self, X, y, accept_sparse="csr", multi_output=True, dtype=_FLOAT_DTYPES, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
@@ -189,8 +197,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.inverse_transform(y_pred)
 
     @staticmethod
-    def _score_function(y, y_pred):
-        return accuracy_score(y, y_pred)
+    def _score_function(y, y_pred, sample_weight=None):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes, shape (n_samples,) or (n_samples, n_classes) for multi-label y."""
@@ -198,8 +206,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._decode(self._forward_pass_fast(X))
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y) (stochastic solvers only); ``classes`` is required on the first call."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y) (stochastic solvers only), weighted by ``sample_weight`` (None:
+        unweighted); ``classes`` is required on the first call.  scikit-learn's order of the
+        parameters: pass ``classes`` by name."""
         self._validate_params()
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
@@ -207,7 +217,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._label_binarizer.fit(_host_input(y))
             else:
                 self._label_binarizer.fit(classes)
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict_log_proba(self, X):
         """log(predict_proba(X)), computed from the logits Z so that it stays finite and accurate where

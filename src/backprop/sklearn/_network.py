@@ -22,15 +22,20 @@ class _PoissonLoss(Loss):
     """Half the Poisson deviance with the log link (scikit-learn's ``loss="poisson"``).
 
     ŷ = exp(Z),  L = scale · Σᵢₖ [yᵢₖ log(yᵢₖ / ŷᵢₖ) − yᵢₖ + ŷᵢₖ],  δ = scale · (ŷ − y) (fused).
+    With sample weights the rows' terms are weighted: L = scale · Σᵢ wᵢ Σₖ [...], δᵢ = scale · wᵢ (ŷᵢ − yᵢ).
     """
 
     @property
     def classification(self) -> bool:
         return False
 
-    def __call__(self, xp, Z, Y, scale) -> LossOutput:
+    def __call__(self, xp, Z, Y, scale, weight=None) -> LossOutput:
         Yhat = xp.exp(Z)
         ylogy = Y * xp.log(xp.where(Y > 0, Y, xp.ones_like(Y)))  # xlogy(y, y), 0 at y = 0
+        if weight is not None:
+            r = scale * weight
+            value = xp.sum(r * xp.sum(ylogy - Y * Z - Y + Yhat, axis=1))
+            return LossOutput(value, r[:, None] * (Yhat - Y), Yhat, None)
         value = scale * xp.sum(ylogy - Y * Z - Y + Yhat)
         return LossOutput(value, scale * (Yhat - Y), Yhat, None)
 

@@ -18,8 +18,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by backprop's hand-written backward pass.
 
     A drop-in for ``sklearn.neural_network.MLPRegressor``: the same parameters (``loss`` first,
-    as in scikit-learn 1.9), defaults, fitted attributes and methods, plus ``backend`` and
-    ``blas_threads``.  See `MLPClassifier` for the parameters they share and the module docstring
+    as in scikit-learn 1.9), defaults, fitted attributes and methods, plus ``backend``, ``dtype``
+    and ``blas_threads``.  See `MLPClassifier` for the parameters they share and the module docstring
     for the details.
 
     Parameters
@@ -62,6 +62,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         backend=None,
+        dtype=None,
         blas_threads=None,
     ):
         self.loss = loss
@@ -89,11 +90,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+        self.dtype = dtype
         self.blas_threads = blas_threads
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
-            self, X, y, accept_sparse=True, multi_output=True, y_numeric=True, dtype=_FLOAT_DTYPES, reset=reset
+            self, X, y, accept_sparse="csr", multi_output=True, y_numeric=True, dtype=_FLOAT_DTYPES, reset=reset
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -104,8 +106,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @staticmethod
-    def _score_function(y, y_pred):
-        return r2_score(y, y_pred)
+    def _score_function(y, y_pred, sample_weight=None):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
@@ -113,10 +115,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._decode(self._forward_pass_fast(X))
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y):
-        """One epoch over (X, y) (stochastic solvers only)."""
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) (stochastic solvers only), weighted by ``sample_weight`` (None: unweighted)."""
         self._validate_params()
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

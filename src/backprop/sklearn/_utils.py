@@ -6,11 +6,11 @@ import functools
 import numbers
 
 import numpy as np
+import scipy.sparse
 from sklearn.utils import check_random_state
 
 from ..backends import to_host
 from ..core.tree import tree_map
-from ..core.validation import check_converted
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -22,19 +22,36 @@ def _host_input(a):
     return a
 
 
-def _as_dtype(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
-    """The validated (finite) host array ``a`` in the network's ``dtype``: ValueError (the Trainer's,
-    see `backprop.core.validation.check_converted`) when its values are too large for that dtype."""
+def _as_dtype(a, dtype: str, name: str):
+    """The validated (finite) host array ``a`` in the network's ``dtype``; a scipy.sparse matrix
+    stays sparse (its stored values converted).  ValueError when its values are too large for that
+    dtype (e.g. float64 1e39 in float32), naming the remedy."""
+    if _is_sparse(a):
+        if a.dtype == dtype:
+            return a
+        _as_dtype(a.data, dtype, name)  # the check
+        return a.astype(dtype)
     with np.errstate(over="ignore"):  # the overflow is reported by the check
         converted = np.asarray(a, dtype=dtype)
-    if converted.dtype != a.dtype:  # only a conversion can make the finite values of ``a`` overflow
-        check_converted(np, converted, a, name)
+    if converted.dtype != a.dtype and not np.isfinite(converted).all():
+        # only a conversion can make the finite values of ``a`` overflow
+        raise ValueError(
+            f"{name} has values too large for {converted.dtype} (the network's dtype); rescale it or train in "
+            "float64 (dtype='float64', or dtype=None with float64 X)"
+        )
     return converted
 
 
-def _dense(X):
-    """A sparse matrix as a dense array; anything else unchanged."""
-    return X.toarray() if hasattr(X, "toarray") else X
+def _is_sparse(X) -> bool:
+    return scipy.sparse.issparse(X)
+
+
+CHUNK_BYTES = 1 << 23  # rows of a sparse X are densified (predict, L-BFGS) in chunks of at most 8 MiB
+
+
+def _chunk_rows(X, itemsize: int) -> int:
+    """How many rows of X are densified at a time: those of at most CHUNK_BYTES (at least one)."""
+    return max(1, CHUNK_BYTES // max(1, X.shape[1] * itemsize))
 
 
 def _random_state(estimator):
