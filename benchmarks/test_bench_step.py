@@ -2,7 +2,7 @@
 
     pytest benchmarks/test_bench_step.py --benchmark-only
 
-One test per contender — ``test_backprop``, ``test_matmul_floor``, ``test_jax_grad``,
+One test per contender — ``test_backprop``, ``test_train_step``, ``test_matmul_floor``, ``test_jax_grad``,
 ``test_torch`` — over the grid network × batch size × backend, grouped per cell so that
 pytest-benchmark prints the contenders of a cell side by side.  The grid, the contenders and
 the FLOP count live in `backprop.bench` (shared with ``backprop bench``).  Each contender is
@@ -102,6 +102,10 @@ def _bench(benchmark, request, contender: str, network: str, batch: int, backend
 
 def test_backprop(benchmark, request, network, batch, backend_id):
     _bench(benchmark, request, "backprop", network, batch, backend_id)
+
+
+def test_train_step(benchmark, request, network, batch, backend_id):
+    _bench(benchmark, request, "train_step", network, batch, backend_id)
 
 
 def test_matmul_floor(benchmark, request, network, batch, backend_id):

@@ -69,7 +69,7 @@ def test_contender_takes_a_step(backend, network, contender):
         c.release()
 
 
-@pytest.mark.parametrize("contender", ["jax_grad", "torch"])
+@pytest.mark.parametrize("contender", ["train_step", "jax_grad", "torch"])
 def test_contenders_compute_the_same_step(contender):
     """After the same steps from the same weights, a rival contender's parameters match backprop's."""
     candidates = [name for name in _available_selected() if contender != "jax_grad" or name == "jax"]
@@ -216,14 +216,16 @@ def test_pytest_benchmark_suite_runs_one_round():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     available = _available_selected()
     torch = bench.torch_unavailable() is None
-    per_cell = {name: 3 + (name == "jax") for name in available}  # backprop, matmul_floor, torch (+ jax_grad)
+    per_cell = {
+        name: 4 + (name == "jax") for name in available
+    }  # backprop, train_step, matmul_floor, torch (+ jax_grad)
     selected = sum(per_cell.values())
     total = sum(
         n * len(bench.NETWORKS) * len(bench.default_batch_sizes(bench.load_backend(name)))
         for name, n in per_cell.items()
-    ) + 4 * (len(bench.selected_backends()) - len(available))
+    ) + len(bench.CONTENDERS) * (len(bench.selected_backends()) - len(available))
     total += "jax" not in bench.selected_backends()  # jax_grad's one "not-applicable" test
-    passed = sum(2 + (name == "jax") + torch for name in available)
+    passed = sum(3 + (name == "jax") + torch for name in available)
     assert f"{passed} passed" in done.stdout and " failed" not in done.stdout, done.stdout[-3000:]
     assert f"{total - selected} deselected" in done.stdout, done.stdout[-3000:]
 

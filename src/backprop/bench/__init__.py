@@ -11,6 +11,10 @@ callable that runs ONE step and synchronises (see `build`):
 ``backprop``
     the library's own compiled step, `backprop.training.trainer.Trainer.step`, fed back its own outputs
     (on JAX the parameters and optimizer state are donated, as in training).
+``train_step``
+    `Trainer.train_step` on the raw batch (X and integer labels or targets, on the backend's
+    device), as a user's own loop calls it: the step of ``backprop`` plus the per-call checks,
+    the label encoding and reading the loss back.
 ``matmul_floor``
     only the matrix products that a step needs, into preallocated outputs where the backend
     allows (``out=`` on NumPy and CuPy; one ``jax.jit`` of just the products on JAX): per layer
@@ -29,7 +33,7 @@ callable that runs ONE step and synchronises (see `build`):
 round, until a time budget is spent, and reports the median round.
 
 The package, one concept per module: `grid` (networks, batch sizes, FLOPs), `workload` (the
-data and optimizer of a cell), `contenders` (`build` and the four builders), `memory` (the peak
+data and optimizer of a cell), `contenders` (`build` and the builders), `memory` (the peak
 memory of a step), `timing` (`measure`), `cells` (`run_cell`: one cell into report rows),
 `environment` (devices, precision, versions), `report` (the tables), `plot` (the figure) and
 `devices` (the device-count benchmark of the data-parallel step).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,7 @@ from .grid import Network, get_network, load_backend, step_flops
 from .memory import StepMemory, needed_bytes, release_memory
 from .workload import encode_targets, make_data, make_optimizer
 
-CONTENDERS = ("backprop", "matmul_floor", "jax_grad", "torch")
+CONTENDERS = ("backprop", "train_step", "matmul_floor", "jax_grad", "torch")
 
 
 @dataclasses.dataclass(eq=False)
@@ -129,7 +128,7 @@ def build(
         raise ValueError(f"batch size must be an integer >= 1, got {batch!r}")
     backend = load_backend(backend) if isinstance(backend, str) else backend
     _check_contender(contender)
-    if contender in ("backprop", "matmul_floor"):
+    if contender in ("backprop", "train_step", "matmul_floor"):
         return BUILDERS[contender](network, batch, backend, optimizer, seed, blas_threads=threads.check(blas_threads))
     return BUILDERS[contender](network, batch, backend, optimizer, seed)
 
@@ -178,7 +177,11 @@ def build_backprop(
         box = {"params": trainer.params, "state": trainer.opt_state}
         trainer.params = trainer.opt_state = None  # donated on JAX: only the returned ones are valid
         step = feedback_step(trainer.step, box, X, Y, backend)  # returns the stats [loss, correct, ok]
-        info = {} if memory.kind is None else {"memory": _step_memory(memory, step, box, network, X, Y)}
+        info = {}
+        if memory.kind is not None:
+            info["memory"] = _step_memory(memory, step, box, network, X, Y)
+            box["params"] = trainer.model.init(seed, backend)  # the measured steps undone: the seeded weights
+            box["state"] = trainer.optimizer.init(box["params"])
     finally:
         memory.stop()
     return Contender(
@@ -206,6 +209,35 @@ def _step_memory(memory: StepMemory, step: Callable, box: dict, network: Network
     return {"peak_bytes": peak, "needed_bytes": need, "ratio": peak / need, "measured_with": memory.kind}
 
 
+def build_train_step(
+    network: Network,
+    batch: int,
+    backend: Backend,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    blas_threads: int | None = None,
+) -> Contender:
+    """`Trainer.train_step(X, y)` as a user's own loop calls it: the raw batch (X and integer labels
+    or targets, on the backend's device) checked, encoded and stepped per call, the loss read back.
+    Beside ``backprop`` (the same step fed prepared arrays), its ratio is what the per-call checks cost."""
+    trainer = Trainer(
+        network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed, blas_threads=blas_threads
+    )
+    X, y = make_data(network, batch, seed)
+    X, y = backend.asarray(X), backend.asarray(y)
+    fused = trainer.step if isinstance(trainer.step, FusedStep) else None
+    return Contender(
+        "train_step",
+        network,
+        batch,
+        backend,
+        lambda: trainer.train_step(X, y),
+        lambda: _params_on_host(backend, trainer.params),
+        step_flops(network.layer_sizes, batch),
+        threads=(lambda: fused.threads(batch)) if fused is not None else None,
+    )
+
+
 # -- matmul_floor ----------------------------------------------------------------------------
 
 
@@ -228,7 +260,7 @@ def build_matmul_floor(
     D = [backend.asarray(np.resize(pool, (batch, b))) for _, b in pairs]
     if backend.name == "jax":
         step, outputs = _jitted_products(H, W, D), "allocated by XLA (one jit of the products)"
-    elif backend.name in ("numpy", "cupy"):
+    elif backend.inplace is not None:  # numpy, cupy, torch
         step, outputs = _preallocated_products(backend, H, W, D), "preallocated (out=)"
     else:  # array_api_strict and any other: the standard has no out=
         step, outputs = _allocated_products(backend, H, W, D), "allocated (the array API has no out=)"
@@ -280,7 +312,7 @@ def _jitted_products(H: list, W: list, D: list) -> Callable[[], None]:
 
 
 def _preallocated_products(backend: Backend, H: list, W: list, D: list) -> Callable[[], None]:
-    lib = np if backend.name == "numpy" else importlib.import_module("cupy")
+    lib = backend.inplace  # numpy, cupy, or torch under NumPy's names
     with contextlib.nullcontext() if backend.name == "numpy" else backend.device:
         calls = [(a, b, lib.empty((a.shape[0], b.shape[1]), dtype=lib.float32)) for a, b in _operands(H, W, D)]
     matmul = lib.matmul
@@ -373,7 +405,7 @@ def build_torch(network: Network, batch: int, backend: Backend, optimizer: str =
     info = {
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "device": str(device),
+        "torch_device": str(device),  # (not "device": the row has its own, the backend's)
         "threads": torch.get_num_threads(),
         "matmul_precision": precision,
     }
@@ -393,7 +425,12 @@ def build_torch(network: Network, batch: int, backend: Backend, optimizer: str =
 
 def _torch_device(torch, backend: Backend) -> tuple:
     """The torch device of the backend's device, and the float32 matmul precision set there:
-    the backend's effective one on a GPU, the backend's BLAS thread count on a CPU."""
+    the backend's effective one on a GPU, the backend's BLAS thread count on a CPU.  On the torch
+    backend, its own device (and threads: the library's step and this one share torch's settings)."""
+    if backend.name == "torch":
+        if backend.device.type == "cuda":
+            return backend.device, _torch_matmul_precision(torch, effective_matmul_precision(backend) == "tf32")
+        return backend.device, f"float32 ({backend.device.type.upper()})"
     if is_gpu(backend):
         index = int(backend.device_name.split(":")[1]) if ":" in backend.device_name else 0
         tf32 = effective_matmul_precision(backend) == "tf32"
@@ -454,6 +491,7 @@ def _torch_loss(torch, network: Network, Y) -> Callable:
 
 BUILDERS = {
     "backprop": build_backprop,
+    "train_step": build_train_step,
     "matmul_floor": build_matmul_floor,
     "jax_grad": build_jax_grad,
     "torch": build_torch,

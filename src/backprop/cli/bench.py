@@ -1,9 +1,11 @@
 """Benchmark one training step across networks, batch sizes, backends and contenders.
 
 For every cell (network, batch size, backend) the contenders run interleaved in one process:
-backprop (the library's compiled step), matmul_floor (only the step's matrix products: the
-BLAS/cuBLAS limit), jax_grad (jax.jit of jax.value_and_grad + the same update; JAX only) and
-torch (eager autograd + torch.optim; only when torch is importable).  Each is warmed up, then
+backprop (the library's compiled step), train_step (Trainer.train_step on the raw batch, as a
+user's loop calls it), matmul_floor (only the step's matrix products: the BLAS/cuBLAS limit),
+jax_grad (jax.jit of jax.value_and_grad + the same update; JAX only) and torch (eager autograd +
+torch.optim; only when torch is importable; on the torch backend it runs beside the library's own
+step on torch tensors, on the same device and threads).  Each is warmed up, then
 timed round after round until --time-budget seconds per cell are spent; the median is reported.
 
 Prints one table per backend (the BLAS thread count each row ran with, median step time, IQR,

@@ -4,7 +4,8 @@ With --data FILE (.npz with X and y, or .csv with the target in the last column)
 your data; --task says classification or regression (default: guessed from y).  Features are
 standardised with the training split's mean and deviation (regression targets too).
 --out DIR writes scaler.json (the task, split, batch size and standardisation, before training),
-checkpoint.safetensors (every epoch, and when stopped with Ctrl-C or SIGTERM), metrics.json and,
+checkpoint.safetensors (every epoch, and when stopped with Ctrl-C or SIGTERM; the standardisation is
+saved in it, so Trainer.load(...).predict(raw X) gives this command's predictions), metrics.json and,
 with matplotlib, loss_curve.png.  SIGTERM (kill, a job scheduler) stops training like Ctrl-C: after
 the current step, with a final checkpoint, exit code 130.  --resume DIR/checkpoint.safetensors
 continues such a run on the same --data up to --epochs epochs in all: the network, optimizer, task,
@@ -243,6 +244,7 @@ def _run(args) -> int:
     from ..core.mlp import MLP
     from ..core.optim import get_optimizer
     from ..training.callbacks import ModelCheckpoint
+    from ..training.scaling import Scaling
     from ..training.trainer import Trainer
     from .data import digits, infer_task, load_file
 
@@ -305,9 +307,6 @@ def _run(args) -> int:
     else:
         x_scaler = _standardiser(StandardScaler, X_train, "X")
         y_scaler = _standardiser(StandardScaler, y_train, "the target") if task == "regression" else None
-    X_train, X_test = x_scaler.transform(X_train), x_scaler.transform(X_test)
-    if y_scaler is not None:
-        y_train = y_scaler.transform(y_train)
 
     if trainer is not None:
         _check_resumed(trainer, [data.X.shape[1], n_out], loss, args.epochs, resume)
@@ -325,6 +324,10 @@ def _run(args) -> int:
                 model, get_optimizer(args.optimizer, lr=args.lr), backend=backend, seed=args.seed, devices=devices
             )
         model = trainer.model
+        # the trainer standardises what goes in (and the target), and the checkpoint keeps it:
+        # Trainer.load(checkpoint).predict(raw X) gives this run's predictions
+        y_fields = () if y_scaler is None else (y_scaler.mean_, y_scaler.scale_)
+        trainer.scaling = Scaling.of(x_scaler.mean_, x_scaler.scale_, *y_fields)
     except MemoryError as exc:
         raise CommandError(
             f"not enough memory for the network {layer_sizes} ({parameters:,} parameters)"
@@ -374,7 +377,7 @@ def _run(args) -> int:
         metrics = {"test_accuracy": float(np.mean(np.argmax(output, axis=1) == y_test))}
         print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     else:
-        pred = y_scaler.inverse_transform(output.astype(np.float64))  # back to the target's own scale, in float64
+        pred = output  # in the target's own units (the trainer's scaling), float64
         residual, spread = float(np.sum((y_test - pred) ** 2)), float(np.sum((y_test - y_test.mean(axis=0)) ** 2))
         r2 = 1.0 - residual / spread if spread > 0 else None  # undefined for a constant test target
         metrics = {"test_r2": r2, "test_rmse": float(np.sqrt(residual / y_test.size))}

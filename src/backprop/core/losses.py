@@ -12,6 +12,23 @@ With n examples in the batch, ``scale`` is 1/n for ``reduction="mean"`` (the def
 - ``softmax_cross_entropy`` (on logits; integer labels or one-hot/probability rows): ŷ = softmax(Z),
   L = −scale · Σᵢₖ yᵢₖ log softmax(Z)ᵢₖ,  δ = scale · (softmax(Z) − y)  (fused).
 
+Sample weights.  With a weight wᵢ per row (any real numbers: scikit-learn allows negative ones),
+the loss is the weighted sum of the rows' losses ℓᵢ (the bracketed per-row terms above):
+
+    L = scale · Σᵢ wᵢ ℓᵢ,   scale = 1 / Σᵢ wᵢ for "mean" (1 for "sum"),
+
+the weighted mean over the batch (scikit-learn's ``np.average(..., weights=w)``; the L2 penalty
+keeps its scale · (alpha/2) Σ‖W‖², now alpha / (2 Σ w) as in scikit-learn).  Row i's logits Zᵢ
+enter only ℓᵢ, so ∂L/∂Zᵢ = scale · wᵢ · ∂ℓᵢ/∂Zᵢ: with rᵢ = scale · wᵢ,
+
+    δᵢ = rᵢ ∂ℓᵢ/∂Zᵢ = rᵢ (ŷᵢ − yᵢ) ⊙ f′(Zᵢ) (squared error),  rᵢ (σ(Zᵢ) − yᵢ),  rᵢ (softmax(Zᵢ) − yᵢ),
+
+the unweighted δ with its scalar scale replaced by the per-row factor rᵢ.  Everything after the
+loss layer is linear in δ and unchanged (dW = Hᵀδ, db = 1ᵀδ, dH = δWᵀ, ...): a weight is a
+per-row scale of δ.  Unit weights give scale = 1/n and rᵢ = scale, the unweighted δ bit for bit.
+A batch whose weights sum to zero has no mean: scale = 1/0 makes its loss non-finite, and the
+training step refuses it.
+
 Each function here is pure and uses only the array API standard.  Beside them sit the in-place
 forms of the loss layer for the fused step (`Loss.delta_kernel`): they write δ over Z and return
 (loss, correct) on backends whose arrays can be written (NumPy, CuPy: ``lib``).
@@ -57,6 +74,23 @@ def first_argmax(xp, A):
     return xp.min(xp.where(tops, j, xp.asarray(columns, dtype=xp.int32, device=device)), axis=1)
 
 
+def one_hot(xp, labels, n_classes: int, dtype):
+    """Y_ik = [labels_i = k]: the softmax cross-entropy's targets for integer class labels (a
+    label outside 0..n_classes − 1 gives a row of zeros: check the range first)."""
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=device_of(labels))
+    return xp.astype(xp.expand_dims(labels, axis=1) == classes, dtype)
+
+
+def one_hot_into(lib, labels, classes, out) -> None:
+    """`one_hot` written into ``out`` (n, n_classes), ``classes`` = arange(n_classes)."""
+    lib.equal(labels[:, None], classes, out=out)
+
+
+def labels_in_range(xp, labels, n_classes: int):
+    """A 0-d bool: whether every label lies in 0..n_classes − 1 (computed where the labels are)."""
+    return xp.all((labels >= 0) & (labels < n_classes))
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """A loss with its output link: ``output(xp, Z)`` gives ŷ, ``__call__`` gives a `LossOutput`."""
@@ -80,7 +114,11 @@ class Loss:
             hits = xp.all((output > 0.5) == (Y > 0.5), axis=1)
         return xp.sum(xp.astype(hits, output.dtype))
 
-    def __call__(self, xp, Z, Y, scale) -> LossOutput:
+    def __call__(self, xp, Z, Y, scale, weight=None) -> LossOutput:
+        """The loss layer on logits Z and targets Y; ``weight``: None, or the rows' weights w (n,),
+        which make the loss scale · Σᵢ wᵢ ℓᵢ and δᵢ = scale · wᵢ ∂ℓᵢ/∂Zᵢ (see the module docstring)."""
+        if weight is not None:
+            return self._weighted(xp, Z, Y, scale * weight)
         if self.name == "squared_error":
             Yhat = self.activation.f(xp, Z)
             diff = Yhat - Y
@@ -94,20 +132,39 @@ class Loss:
         Yhat = xp.exp(logp)
         return LossOutput(-scale * xp.sum(Y * logp), scale * (Yhat - Y), Yhat, None)
 
-    def delta_kernel(self) -> Callable | None:
+    def _weighted(self, xp, Z, Y, r) -> LossOutput:
+        """`__call__` with the per-row factors rᵢ = scale · wᵢ: L = Σᵢ rᵢ ℓᵢ, δᵢ = rᵢ ∂ℓᵢ/∂Zᵢ."""
+        R = r[:, None]
+        if self.name == "squared_error":
+            Yhat = self.activation.f(xp, Z)
+            diff = Yhat - Y
+            dYhat = R * diff
+            delta = dYhat if self.activation.name == "identity" else dYhat * self.activation.df(xp, Z, Yhat)
+            return LossOutput(0.5 * xp.sum(r * xp.sum(diff * diff, axis=1)), delta, Yhat, dYhat)
+        if self.name == "binary_cross_entropy":
+            Yhat = sigmoid(xp, Z)
+            return LossOutput(xp.sum(r * xp.sum(softplus(xp, Z) - Y * Z, axis=1)), R * (Yhat - Y), Yhat, None)
+        logp = log_softmax(xp, Z)
+        Yhat = xp.exp(logp)
+        return LossOutput(-xp.sum(r * xp.sum(Y * logp, axis=1)), R * (Yhat - Y), Yhat, None)
+
+    def delta_kernel(self, weighted: bool = False) -> Callable | None:
         """The in-place form of `__call__` for this loss and output activation, or None:
         ``kernel(lib, Z, Y, scale, dscale, count, plan) -> (loss, correct)`` writes δ over Z, with the
         loss scaled by ``scale`` and δ by ``dscale``, and counts the correct rows when ``count``.
         ``plan`` holds the fused step's scratch: ``E`` (two arrays of Z's shape), ``ones_out`` (ones
         per column), ``rows`` (three per-row vectors), ``column`` (rows[0] as a column), ``classes``
-        and ``hits`` (the accuracy count's)."""
+        and ``hits`` (the accuracy count's), and for the weighted kernels ``S`` (one more array of
+        Z's shape).  ``weighted``: the form with sample weights, ``kernel(lib, Z, Y, scale, dscale,
+        count, plan, w)``: loss scale · Σᵢ wᵢ ℓᵢ and δᵢ = dscale · wᵢ ∂ℓᵢ/∂Zᵢ (unit weights give
+        the unweighted δ bit for bit)."""
         link = self.activation
         if self.name == "softmax_cross_entropy":
-            return softmax_cross_entropy_into
+            return softmax_cross_entropy_weighted_into if weighted else softmax_cross_entropy_into
         if self.name == "squared_error" and link.name == "identity":
-            return squared_error_into
+            return squared_error_weighted_into if weighted else squared_error_into
         if self.name == "squared_error" and link.f_into is not None and link.df_into is not None:
-            return squared_error_through(link.f_into, link.df_into)
+            return squared_error_through(link.f_into, link.df_into, weighted)
         return None
 
 
@@ -117,12 +174,26 @@ def softmax_cross_entropy_into(lib, Z, Y, scale, dscale, count, plan):
     On NumPy, Z is shifted by its largest entry, so no exponential overflows.  Should a row lie
     so far below it that its exponentials leave the normal range, every row is shifted by its
     own largest entry instead (the textbook form; NumPy's reduction along rows is slow over few
-    columns).  Elsewhere (CuPy) every row is shifted by its own largest entry at once: one
+    columns).  Elsewhere (CuPy, torch) every row is shifted by its own largest entry at once: one
     reduction kernel, where testing the row sums would stop the GPU to read them back.
     """
     E, ones = plan.E[0], plan.ones_out  # row sums as products: cheaper than sum(axis=1) over few columns
     total, log_total, y_sum = plan.rows
-    shift = Z.max() if lib is np else Z.max(axis=1, keepdims=True)
+    _shifted_exp(lib, Z, E, ones, total)
+    lib.dot(Y, ones, out=y_sum)
+    lib.log(total, out=log_total)
+    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
+    lib.divide(dscale, total, out=total)
+    E *= plan.column  # dscale · ŷ, ŷ = softmax(Z) (plan.column is total[:, None])
+    correct = _count_correct(lib, E, Y, plan) if count else 0
+    lib.multiply(Y, dscale, out=Z)
+    lib.subtract(E, Z, out=Z)
+    return loss, correct
+
+
+def _shifted_exp(lib, Z, E, ones, total) -> None:
+    """E = exp(Z − shift), total = its row sums, then Z −= shift: the shift of `softmax_cross_entropy_into`."""
+    shift = Z.max() if lib is np else lib.max(Z, axis=1, keepdims=True)
     lib.subtract(Z, shift, out=E)
     lib.exp(E, out=E)
     lib.dot(E, ones, out=total)
@@ -132,19 +203,35 @@ def softmax_cross_entropy_into(lib, Z, Y, scale, dscale, count, plan):
         lib.exp(E, out=E)
         lib.dot(E, ones, out=total)
     Z -= shift
+
+
+def _count_correct(lib, E, Y, plan) -> int:
+    """The rows whose largest output (E: the exponentials, any positive row scale) is the target's largest."""
+    predicted, target = plan.classes
+    lib.argmax(E, axis=1, out=predicted)
+    lib.argmax(Y, axis=1, out=target)
+    lib.equal(predicted, target, out=plan.hits)
+    return lib.count_nonzero(plan.hits)
+
+
+def softmax_cross_entropy_weighted_into(lib, Z, Y, scale, dscale, count, plan, w):
+    """L = scale Σᵢ wᵢ ℓᵢ, ℓᵢ = −Σₖ yᵢₖ log softmax(Z)ᵢₖ;  δᵢ = dscale wᵢ (softmax(Zᵢ) − yᵢ), in place
+    (shifted as `softmax_cross_entropy_into`; the correct rows counted before any row is scaled)."""
+    E, YZ, ones = plan.E[0], plan.E[1], plan.ones_out
+    total, log_total, y_sum = plan.rows
+    _shifted_exp(lib, Z, E, ones, total)
     lib.dot(Y, ones, out=y_sum)
     lib.log(total, out=log_total)
-    loss = -scale * (lib.vdot(Y, Z) - lib.vdot(y_sum, log_total))  # Σ y (z − shift − log Σ e^(z − shift))
-    lib.divide(dscale, total, out=total)
-    E *= plan.column  # dscale · ŷ, ŷ = softmax(Z) (plan.column is total[:, None])
-    correct = 0
-    if count:  # rows whose largest output is the target's largest
-        predicted, target = plan.classes
-        lib.argmax(E, axis=1, out=predicted)
-        lib.argmax(Y, axis=1, out=target)
-        lib.equal(predicted, target, out=plan.hits)
-        correct = lib.count_nonzero(plan.hits)
-    lib.multiply(Y, dscale, out=Z)
+    lib.multiply(Y, Z, out=YZ)
+    lib.multiply(y_sum, log_total, out=log_total)
+    lib.dot(YZ, ones, out=y_sum)
+    lib.subtract(log_total, y_sum, out=log_total)  # ℓᵢ = Σₖ yᵢₖ log Σ e^(z − shift) − Σₖ yᵢₖ (zᵢₖ − shift)
+    loss = scale * lib.vdot(w, log_total)
+    correct = _count_correct(lib, E, Y, plan) if count else 0
+    lib.multiply(w, dscale, out=y_sum)  # rᵢ = dscale wᵢ
+    lib.divide(y_sum, total, out=total)
+    E *= plan.column  # rᵢ ŷᵢ (plan.column is total[:, None])
+    lib.multiply(Y, y_sum[:, None], out=Z)
     lib.subtract(E, Z, out=Z)
     return loss, correct
 
@@ -160,8 +247,37 @@ def squared_error_into(lib, Z, Y, scale, dscale, count, plan):
     return loss, 0
 
 
-def squared_error_through(f_into: Callable, df_into: Callable) -> Callable:
-    """The in-place squared error of ŷ = f(Z) for an output activation with in-place forms."""
+def squared_error_weighted_into(lib, Z, Y, scale, dscale, count, plan, w):
+    """L = scale · ½ Σᵢ wᵢ Σₖ (ŷ − y)²ᵢₖ, ŷ = Z;  δᵢ = dscale wᵢ (ŷᵢ − yᵢ), in place."""
+    lib.subtract(Z, Y, out=Z)
+    return _weigh_squares(lib, Z, scale, dscale, plan, w), 0
+
+
+def _weigh_squares(lib, D, scale, dscale, plan, w):
+    """The loss scale · ½ Σᵢ wᵢ Σₖ Dᵢₖ² of the differences D, which become dscale wᵢ Dᵢ in place."""
+    S, rows = plan.S, plan.rows[0]
+    lib.multiply(D, w[:, None], out=S)
+    loss = 0.5 * scale * lib.vdot(S, D)
+    lib.multiply(w, dscale, out=rows)
+    lib.multiply(D, plan.column, out=D)  # plan.column is rows[:, None]
+    return loss
+
+
+def squared_error_through(f_into: Callable, df_into: Callable, weighted: bool = False) -> Callable:
+    """The in-place squared error of ŷ = f(Z) for an output activation with in-place forms
+    (``weighted``: its form with sample weights, see `Loss.delta_kernel`)."""
+    if weighted:
+
+        def weighted_squared_error(lib, Z, Y, scale, dscale, count, plan, w):
+            """L = scale · ½ Σᵢ wᵢ Σₖ (ŷ − y)²ᵢₖ, ŷ = f(Z);  δᵢ = dscale wᵢ (ŷᵢ − yᵢ) ⊙ f′(Zᵢ), in place."""
+            Yhat, T = plan.E
+            f_into(lib, Z, Yhat, T)
+            lib.subtract(Yhat, Y, out=Z)
+            loss = _weigh_squares(lib, Z, scale, dscale, plan, w)
+            df_into(lib, Z, Yhat, T, None)  # Z holds δ here: the in-place forms read H = ŷ or T
+            return loss, 0
+
+        return weighted_squared_error
 
     def squared_error(lib, Z, Y, scale, dscale, count, plan):
         """L = scale · ½ Σ (ŷ − y)², ŷ = f(Z);  δ = dscale (ŷ − y) ⊙ f′(Z), in place."""

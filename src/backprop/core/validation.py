@@ -16,6 +16,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from ..backends import to_host
+from .losses import one_hot
 
 
 def _native(x: Any, xp) -> bool:
@@ -49,6 +50,11 @@ def _host_view(x: Any, name: str) -> np.ndarray:
         return to_host(x)
     except Exception as exc:
         raise TypeError(f"{name} could not be read as an array ({type(exc).__name__}: {exc})") from None
+
+
+def host_array(x: Any, name: str = "input") -> np.ndarray:
+    """``x`` (a NumPy array, list, pandas object, scipy.sparse matrix, any backend's array) as a NumPy array."""
+    return _host_view(x, name)
 
 
 def whole_number(value: Any, name: str, minimum: int) -> int:
@@ -121,8 +127,9 @@ def check_float_kind(kind: str, name: str, dtype: Any) -> None:
         )
 
 
-def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
-    """``X`` checked as a finite, floating, 2-D (n_samples, n_features) array with ≥ 1 row."""
+def matrix_metadata(X: Any, n_columns: int | None = None, name: str = "X") -> np.dtype:
+    """Check what ``X``'s metadata tell: 2-D (n_samples, n_features), ≥ 1 row, ``n_columns``
+    columns, a real floating dtype (which it returns).  Its values are not read."""
     shape = _shape(X, name)
     if len(shape) != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {len(shape)}-D shape {shape}")
@@ -132,16 +139,18 @@ def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
         raise ValueError(f"{name} has {shape[1]} features, but the network expects {n_columns}")
     dtype = array_dtype(X, name)
     check_float_kind(dtype.kind, name, dtype)
+    return dtype
+
+
+def as_matrix(X: Any, xp, like, n_columns: int | None = None, name: str = "X"):
+    """``X`` checked as a finite, floating, 2-D (n_samples, n_features) array with ≥ 1 row."""
+    matrix_metadata(X, n_columns, name)
     return to_dtype(X, xp, like, name)
 
 
-def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str = "y"):
-    """``y`` checked and encoded as an (n_samples, n_outputs) float array for ``loss``.
-
-    squared_error: floats; binary_cross_entropy: values in [0, 1] (bool/int 0/1 accepted);
-    softmax_cross_entropy: integer labels in [0, n_outputs) (1-D) or rows of class probabilities.
-    A 1-D y stands for one output column (or for labels with softmax_cross_entropy).
-    """
+def targets_metadata(loss, y: Any, n_samples: int, n_outputs: int, name: str = "y") -> tuple[tuple, bool]:
+    """Check what ``y``'s metadata tell for ``loss`` (see `as_targets`): ((n_samples, n_outputs),
+    False) for target rows, (shape, True) for integer class labels; their values are not read."""
     shape = _shape(y, name)
     if len(shape) not in (1, 2):
         raise ValueError(f"{name} must be 1-D or 2-D, got {len(shape)}-D shape {shape}")
@@ -152,18 +161,7 @@ def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str
     if loss.name == "softmax_cross_entropy" and len(shape) == 1:
         if kind not in "iu":
             raise TypeError(f"{name} must hold integer class labels for softmax_cross_entropy, got dtype {dtype}")
-        # the range is checked on the host for host data: moving int64 labels to a backend
-        # without 64-bit integers (JAX without x64) would wrap out-of-range labels into range
-        host = None if _native(y, xp) else _host_view(y, name)
-        labels = to_namespace(y if host is None else host, xp, like)
-        low, high = (int(xp.min(labels)), int(xp.max(labels))) if host is None else (int(host.min()), int(host.max()))
-        if low < 0 or high >= n_outputs:
-            raise ValueError(
-                f"{name} has labels out of range [{low}, {high}]; "
-                f"the network has {n_outputs} classes 0..{n_outputs - 1}"
-            )
-        classes = xp.arange(n_outputs, dtype=labels.dtype, device=device_of(like))
-        return xp.astype(xp.expand_dims(labels, axis=1) == classes, like.dtype)
+        return shape, True
     if len(shape) == 1:
         if n_outputs != 1:
             raise ValueError(
@@ -176,6 +174,35 @@ def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str
         check_float_kind(kind, name, dtype)
     elif kind not in "fiub":
         raise TypeError(f"{name} must be numeric for {loss.name}, got dtype {dtype}")
+    return shape, False
+
+
+def check_label_range(labels, n_classes: int, xp, name: str = "y") -> None:
+    """Raise ValueError unless every integer label lies in 0..n_classes − 1."""
+    if xp is np and labels.dtype.kind in "iu" and labels.size:  # one reduction: as unsigned, a negative label is huge
+        if int(labels.view(labels.dtype.str.replace("i", "u")).max()) < n_classes:
+            return
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"{name} has labels out of range [{low}, {high}]; the network has {n_classes} classes 0..{n_classes - 1}"
+        )
+
+
+def as_targets(loss, y: Any, n_samples: int, n_outputs: int, xp, like, name: str = "y"):
+    """``y`` checked and encoded as an (n_samples, n_outputs) float array for ``loss``.
+
+    squared_error: floats; binary_cross_entropy: values in [0, 1] (bool/int 0/1 accepted);
+    softmax_cross_entropy: integer labels in [0, n_outputs) (1-D) or rows of class probabilities.
+    A 1-D y stands for one output column (or for labels with softmax_cross_entropy).
+    """
+    shape, labels = targets_metadata(loss, y, n_samples, n_outputs, name)
+    if labels:
+        # the range is checked on the host for host data: moving int64 labels to a backend
+        # without 64-bit integers (JAX without x64) would wrap out-of-range labels into range
+        host = None if _native(y, xp) else _host_view(y, name)
+        check_label_range(y if host is None else host, n_outputs, xp if host is None else np, name)
+        return one_hot(xp, to_namespace(y if host is None else host, xp, like), n_outputs, like.dtype)
     Y = xp.reshape(to_dtype(y, xp, like, name), shape)
     if loss.name != "squared_error" and not bool(xp.all((Y >= 0) & (Y <= 1))):
         raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")

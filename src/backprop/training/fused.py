@@ -25,6 +25,11 @@ every array allocated up front:
   `Loss.delta_kernel`, `Optimizer.inplace_step`), read off the objects.  Where an object has
   none for its own math (a user's activation, loss or optimizer subclass), its array-API form
   runs and the result is copied in: the optimizer's ``_step`` over the buffers' (W, b) views.
+* Sample weights (``epoch(..., sample_weight=w)``): each batch's weights are gathered beside
+  its rows into the plan, the loss layer's weighted kernel (``Loss.delta_kernel(weighted=True)``)
+  scales δ's row i by wᵢ / Σw, and Σw of the batch (read on the host) replaces n in the
+  scale, the L2 term's included; the rest of the step is unchanged.  Without weights the step
+  runs as it would without this feature.
 * The update writes the new parameters into the gradient buffer, and the two buffers swap
   roles, so a refused (non-finite) step leaves the parameters untouched.  For plain SGD at a
   constant rate η, the output layer's δ is multiplied by η: every gradient is linear in δ, so
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -60,6 +66,7 @@ import numpy as np
 
 from ..backends import threads
 from ..core.forms import own_form
+from ..core.losses import one_hot_into
 from ..core.mlp import MLP
 from ..core.optim import SGD, Constant, Optimizer
 from ..core.tree import tree_flatten, tree_leaves, tree_node
@@ -70,6 +77,22 @@ def supports(backend, optimizer) -> bool:
     """Whether `FusedStep` can run on this backend: its arrays can be written (NumPy, CuPy).  Any
     optimizer runs: its in-place form where it has one for its own math, else its ``_step``."""
     return backend.inplace is not None
+
+
+def is_sparse(X) -> bool:
+    """Whether X is a scipy.sparse matrix or array (never when scipy.sparse has not been imported)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def dense_rows(X, index, out, backend) -> None:
+    """The rows ``index`` of the scipy.sparse matrix X (on the host), densified into the buffer
+    ``out``: directly into a NumPy buffer of X's dtype, else through a dense copy on the host."""
+    rows = X[index]
+    if isinstance(out, np.ndarray) and out.dtype == rows.dtype and out.flags.c_contiguous:
+        rows.toarray(out=out)
+    else:
+        out[...] = backend.asarray(rows.toarray())
 
 
 DOT_SUM_MAX = 1 << 16  # flat buffers up to this size are summed by one dot with ones (see `FusedStep._summer`)
@@ -88,6 +111,8 @@ class EpochTotals(NamedTuple):
 
 class _Plan:
     """The per-batch-size buffers: H_l (H_0 the batch), Z_l (δ_l written over it), scratch, Y."""
+
+    w = S = None  # the batch's sample weights and the weighted loss's scratch (`FusedStep._batch_weight`)
 
     def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool):
         self.n = n
@@ -112,6 +137,7 @@ class _Plan:
         self.rows = _split(lib.empty((3, n), dtype=dtype))  # the loss layer's per-row vectors
         self.column = self.rows[0][:, None]  # the first one as a column
         self.classes, self.hits = _split(lib.empty((2, n), dtype=np.intp)), lib.empty(n, dtype=bool)  # accuracy
+        self.labels = lib.arange(sizes[-1])  # integer labels are one-hot encoded into Y against these
 
 
 def _split(a) -> tuple:
@@ -129,6 +155,7 @@ class FusedStep:
     """
 
     MAX_PLANS = 4  # batch sizes whose buffers are kept (the full batch, the last partial one...)
+    check_finite = True  # False: single steps are taken whatever their loss and update (`Trainer(check_finite=)`)
 
     def __init__(self, model: MLP, optimizer, backend, blas_threads: int | None = None):
         if not supports(backend, optimizer):
@@ -158,6 +185,7 @@ class FusedStep:
             self._derive = lambda D, H, T, Z: lib.multiply(D, activation.df(xp, Z, H), out=D)
         kernel = own_form(link, "__call__", "delta_kernel")
         self._loss = (kernel() if kernel is not None else None) or self._any_loss
+        self._weighted_loss = (kernel(weighted=True) if kernel is not None else None) or self._any_loss
         self._classification = link.classification
         sizes = model.layer_sizes
         self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
@@ -285,8 +313,12 @@ class FusedStep:
         return tree_flatten(entry)[1] == self._param_structure
 
     def _on_device(self):
+        """The backend's device as the current one (CuPy); not where the library places every array
+        on its device itself (torch's `InPlace`: torch's device context would intercept each call)."""
         device = self.backend.device
-        return device if hasattr(device, "__enter__") else contextlib.nullcontext()
+        if hasattr(device, "__enter__") and not getattr(self.lib, "places_arrays", False):
+            return device
+        return contextlib.nullcontext()
 
     def _plan(self, n: int) -> _Plan:
         plan = self._plans.get(n)
@@ -336,11 +368,13 @@ class FusedStep:
         return self._last_state
 
     # -- the step --------------------------------------------------------------------------
-    def _run(self, plan: _Plan, X, Y, state, t: float, count: bool, checked: bool = True):
+    def _run(self, plan: _Plan, X, Y, state, t: float, count: bool, checked: bool = True, weight=None):
         """One step (the t-th, 0-based) on the batch (X, Y), X of the plan's H_0 shape and dtype
         (only read: the plan's own H_0 in an epoch, the caller's array in a single step); returns
         (loss, correct, ok) (correct = 0 unless ``count``).  Unless ``checked``, the step is
-        taken whatever the finiteness of its loss and update (ok is True; see `_epoch`)."""
+        taken whatever the finiteness of its loss and update (ok is True; see `_epoch`).
+        ``weight``: None, or (w, scale) for sample weights (`_batch_weight`): the weighted loss
+        kernel scales δ's rows, and scale = 1/Σw replaces the plan's 1/n (the L2 term's too)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
         layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
         H, HT, Z, D = (X, *plan.H[1:]), (X.T, *plan.HT[1:]), plan.Z, plan.D
@@ -352,7 +386,11 @@ class FusedStep:
             if l < last:
                 self._activate(Z[l], H[l + 1], plan.T[l])  # H_(l+1) = f(Z_l)
         # δ_(L−1), over Z_(L−1); for plain SGD η rides along (every gradient is linear in δ, so η δ gives η g)
-        loss, correct = self._loss(lib, Z[last], Y, scale, plan.dscale, count, plan)
+        if weight is None:
+            loss, correct = self._loss(lib, Z[last], Y, scale, plan.dscale, count, plan)
+        else:
+            w, scale = weight
+            loss, correct = self._weighted_loss(lib, Z[last], Y, scale, self._delta_lr * scale, count, plan, w)
         for l in range(last, -1, -1):  # backward
             dot(HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
             dot(plan.ones, D[l], out=layers[l][4])  # (2): db_l = 1ᵀ δ_l
@@ -408,10 +446,10 @@ class FusedStep:
             fields.append(entry if slot else new)
         self._fields = tuple(fields)
 
-    def _any_loss(self, lib, Z, Y, scale, dscale, count, plan):
-        """A loss layer without a fused form: its array-API δ copied over Z."""
+    def _any_loss(self, lib, Z, Y, scale, dscale, count, plan, w=None):
+        """A loss layer without a fused form: its array-API δ copied over Z (``w``: sample weights)."""
         link, xp = self.model.loss_layer, self.backend.xp
-        out = link(xp, Z, Y, scale)
+        out = link(xp, Z, Y, scale) if w is None else link(xp, Z, Y, scale, w)
         correct = link.count_correct(xp, out.output, Y) if count else 0
         lib.multiply(out.delta, dscale / scale, out=Z)
         return out.value, correct
@@ -446,12 +484,17 @@ class FusedStep:
             return math.isfinite(float(loss) + float(total))
         return bool(self.lib.isfinite(loss + total))
 
-    def __call__(self, params, state, X, Y):
-        """One training step on the batch (X, Y); the same contract as the compiled pure step."""
+    def __call__(self, params, state, X, Y, W=None, count_correct: bool = True):
+        """One training step on the batch (X, Y); the same contract as the compiled pure step
+        (``W``: None or the rows' sample weights; without ``count_correct`` the correct count is 0)."""
+        count = self._classification and count_correct
         self._load(params, state)
         plan = self._plan(X.shape[0])
         t = float(state[0])  # the step count, as the optimizer's state holds it
+        weight = None
         with self._quiet():
+            if W is not None:
+                weight = self._batch_weight(plan, W, None)
             H0 = plan.H[0]  # a C-contiguous NumPy batch of the step's dtype is read where it is
             if not (
                 self.lib is np
@@ -462,20 +505,40 @@ class FusedStep:
             ):
                 H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
+            if len(Y.shape) == 1:  # integer class labels (in range: `Trainer.train_step` checked them)
+                one_hot_into(self.lib, Y, plan.labels, plan.Y)
+                Y = plan.Y
             session, choice = self._blas, plan.blas
             if session is None or (choice is not None and choice[0] == choice[1] and self._fixed_threads is None):
                 # off NumPy, or chosen to run at the count in force: nothing to read or set (reading
                 # the count is a fair share of a tiny step)
-                loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+                loss, correct, ok = self._run(plan, X, Y, state, t, count, self.check_finite, weight)
             else:
                 session.enter()
                 self._use_threads(session, plan, X, Y, state, t, self._classification)
                 try:
-                    loss, correct, ok = self._run(plan, X, Y, state, t, self._classification)
+                    loss, correct, ok = self._run(plan, X, Y, state, t, count, self.check_finite, weight)
                 finally:
                     session.exit()
         state = self._state(state, self.lib.asarray(t + 1.0, dtype=self.dtype) if ok else state[0])
         return self._params[self._cur], state, np.array([float(loss), float(correct), float(ok)])
+
+    def _batch_weight(self, plan: _Plan, W, index) -> tuple:
+        """(w, scale) of a weighted step: the rows ``index`` of the weights W (all of W for None)
+        in the plan's buffer ``w``, and the loss's scale for them, 1/Σw ("mean")."""
+        lib, backend = self.lib, self.backend
+        if plan.w is None:  # the plan's first weighted step
+            with self._on_device():
+                plan.w, plan.S = lib.empty(plan.n, dtype=self.dtype), lib.empty(plan.Y.shape, dtype=self.dtype)
+        if index is None:
+            plan.w[...] = backend.asarray(W)
+        elif lib is np and isinstance(W, np.ndarray) and W.dtype == plan.w.dtype:
+            W.take(index, out=plan.w, mode="clip")
+        elif backend.is_native(W) and not isinstance(W, np.ndarray):
+            lib.take(W, backend.asarray(index), out=plan.w)
+        else:  # host weights, device buffers
+            plan.w[...] = backend.asarray(np.asarray(W)[index])
+        return plan.w, self.model.scale(plan.n, float(lib.dot(plan.w, plan.ones)))  # Σw: a dot with ones
 
     def _quiet(self):
         """No NumPy floating-point warnings inside a step (non-finite results are caught and
@@ -491,32 +554,35 @@ class FusedStep:
         batches: Sequence,
         should_stop: Callable[[], bool] = lambda: False,
         count_correct: bool = True,
+        sample_weight=None,
     ):
-        """The steps on rows ``batches`` (index arrays) of (X, Y), gathered straight into the buffers.
+        """The steps on rows ``batches`` (index arrays) of (X, Y), gathered straight into the buffers
+        (the rows of a scipy.sparse X densified into them, a batch at a time).
 
         Returns ``(params, state, totals)``, `EpochTotals` of the steps taken: running sums, so
         an epoch's memory does not grow with its length.  No step is taken after a refused one.
         ``should_stop`` is asked after every step (a deferred Ctrl-C); when it says so, the steps
         taken so far are returned.  On NumPy the BLAS thread count is set once for the epoch (per
         batch size, see the module docstring) and the caller's restored at its end.
+        ``sample_weight``: None or one weight per row of X, gathered alike (see `_run`).
         """
         count_correct = count_correct and self._classification
         with self._quiet(), self._blas or contextlib.nullcontext() as session:
-            return self._epoch(params, state, X, Y, batches, should_stop, count_correct, session)
+            return self._epoch(params, state, X, Y, batches, should_stop, count_correct, session, sample_weight)
 
-    def _epoch(self, params, state, X, Y, batches, should_stop, count_correct, session=None):
+    def _epoch(self, params, state, X, Y, batches, should_stop, count_correct, session=None, W=None):
         """On NumPy, for networks of up to DOT_SUM_MAX parameters, where the finiteness checks are
         a fair share of a step, the epoch follows the replay policy (`backprop.training.replay`):
         the steps run unchecked from a copy of the parameters and optimizer slots, and run again,
         each checked, from the copy when the summed loss or the final parameters are not finite."""
         self._load(params, state)
         if self.lib is not np or self.size > DOT_SUM_MAX:
-            return self._steps(state, X, Y, batches, should_stop, count_correct, True, session)
+            return self._steps(state, X, Y, batches, should_stop, count_correct, True, session, W)
         start, kept = self._cur, [flat.copy() for flat in (self._buffers[self._cur], *self._slots)]
         taken = []
 
         def unchecked():
-            result = self._steps(state, X, Y, batches, should_stop, count_correct, False, session)
+            result = self._steps(state, X, Y, batches, should_stop, count_correct, False, session, W)
             taken.append(result[2].steps)
             return result, math.isfinite(result[2].loss) and self._finite(0.0, self._cur)
 
@@ -524,15 +590,18 @@ class FusedStep:
             self._cur = start
             for flat, copy in zip((self._buffers[start], *self._slots), kept, strict=True):
                 flat[...] = copy
-            return self._steps(state, X, Y, batches[: taken[0]], lambda: False, count_correct, True, session)
+            return self._steps(state, X, Y, batches[: taken[0]], lambda: False, count_correct, True, session, W)
 
         return replay_if_not_finite(unchecked, checked)
 
-    def _steps(self, state, X, Y, batches, should_stop, count_correct, checked: bool, session=None):
+    def _steps(self, state, X, Y, batches, should_stop, count_correct, checked: bool, session=None, W=None):
         """The epoch's steps from the state loaded into the buffers (see `_run` for ``checked``),
-        each plan at its BLAS thread count in ``session`` (None: as they are)."""
+        each plan at its BLAS thread count in ``session`` (None: as they are); W: None or the
+        rows' sample weights."""
         lib, backend = self.lib, self.backend
-        gather = lib is np or (backend.is_native(X) and not isinstance(X, np.ndarray))  # X in lib's memory
+        sparse = is_sparse(X)  # a scipy.sparse X (on the host): each batch's rows are densified
+        native = backend.is_native(X) and not isinstance(X, np.ndarray)
+        gather = not sparse and (lib is np or native)  # X in lib's memory
         loss_sum, correct_sum, steps = 0.0, 0, 0
         count = np.asarray(float(state[0]), dtype=self.backend.dtype_name)[()]  # counted on the host, in the dtype
         one = count.dtype.type(1)
@@ -548,12 +617,16 @@ class FusedStep:
                     lib.take(X, idx, axis=0, out=plan.H[0])
                     lib.take(Y, idx, axis=0, out=plan.Y)
             else:  # host data, device buffers: gather on the host, then copy over
-                plan.H[0][...] = backend.asarray(X[index])
+                if sparse:
+                    dense_rows(X, index, plan.H[0], backend)
+                else:
+                    plan.H[0][...] = backend.asarray(X[index])
                 plan.Y[...] = backend.asarray(Y[index])
             if session is not None and plan is not threaded:
                 self._use_threads(session, plan, plan.H[0], plan.Y, state, float(count), count_correct)
                 threaded = plan
-            loss, correct, ok = self._run(plan, plan.H[0], plan.Y, state, float(count), count_correct, checked)
+            weight = None if W is None else self._batch_weight(plan, W, index)
+            loss, correct, ok = self._run(plan, plan.H[0], plan.Y, state, float(count), count_correct, checked, weight)
             if not ok:
                 totals = EpochTotals(loss_sum, correct_sum, steps, b, float(loss))
                 return self._params[self._cur], self._state(state, lib.asarray(count)), totals

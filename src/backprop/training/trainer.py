@@ -27,16 +27,28 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from ..backends import get_backend, threads, to_host
+from ..core.losses import labels_in_range, one_hot
 from ..core.mlp import MLP
 from ..core.optim import OPTIMIZERS, Adam, Optimizer, from_config, get_optimizer
 from ..core.tree import tree_flatten, tree_unflatten
-from ..core.validation import as_matrix, as_targets, check_finite, whole_number
+from ..core.validation import (
+    as_matrix,
+    as_targets,
+    check_finite,
+    check_label_range,
+    host_array,
+    matrix_metadata,
+    targets_metadata,
+    whole_number,
+)
 from . import checkpoint, fused
 from .callbacks import Callback
 from .distributed import data_parallel
 from .fused import EpochTotals
 from .interrupt import deferred_interrupt
 from .replay import replay_if_not_finite
+from .scaling import FIELDS as scaling_fields
+from .scaling import Scaling
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -62,11 +74,12 @@ class _StepKey:
     optimizer_config: str
     backend: object
     unroll: int = 0
+    check_finite: bool = True
     model: MLP = dataclasses.field(default=None, compare=False)
     optimizer: object = dataclasses.field(default=None, compare=False)
 
     @classmethod
-    def of(cls, model: MLP, optimizer, backend, unroll: int = 0) -> _StepKey:
+    def of(cls, model: MLP, optimizer, backend, unroll: int = 0, check_finite: bool = True) -> _StepKey:
         return cls(
             type(model),
             json.dumps(model.config, sort_keys=True),
@@ -74,32 +87,39 @@ class _StepKey:
             json.dumps(optimizer.config, sort_keys=True),
             backend,
             unroll,
+            check_finite,
             model,
             optimizer,
         )
 
 
-def compiled_step(model: MLP, optimizer, backend) -> Callable:
+def compiled_step(model: MLP, optimizer, backend, check_finite: bool = True) -> Callable:
     """The compiled step ``(params, state, X, Y) -> (params, state, stats)``, where ``stats`` is one
     array [loss, correct, ok] (ok 1 or 0): one output, one transfer to the host, instead of three.
+
+    Y: the encoded targets (n, n_outputs), or for the softmax cross-entropy the integer class
+    labels (n,), one-hot encoded inside the step; labels out of range refuse the step (ok = 0),
+    as a non-finite loss or update does.  Without ``check_finite`` nothing is refused (ok = 1)
+    and the update is taken whatever it holds.
 
     Steps are cached by `_StepKey` (model and optimizer types and configs, backend), so trainers of
     the same network (cross-validation, grid searches) share one compilation.
     """
-    return _cached_step(_StepKey.of(model, optimizer, backend))
+    return _cached_step(_StepKey.of(model, optimizer, backend, check_finite=check_finite))
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_step(key: _StepKey) -> Callable:
-    return _build_step(key.model, key.optimizer, key.backend)
+    return _build_step(key.model, key.optimizer, key.backend, key.check_finite)
 
 
 def _plain_step(model: MLP, optimizer, xp) -> Callable:
-    """The step without safeguards, pure: ``(params, state, X, Y) -> (params, state, loss, correct)``."""
+    """The step without safeguards, pure: ``(params, state, X, Y, W=None) -> (params, state, loss,
+    correct)``; W: None or the rows' sample weights (`MLP.value_and_grad`)."""
     link = model.loss_layer
 
-    def step(params, state, X, Y):
-        loss, grads, intermediates = model.value_and_grad(xp, params, X, Y)
+    def step(params, state, X, Y, W=None):
+        loss, grads, intermediates = model.value_and_grad(xp, params, X, Y, W)
         params, state = optimizer.update(params, grads, state)
         correct = link.count_correct(xp, intermediates.H[-1], Y) if link.classification else loss * 0
         return params, state, loss, correct
@@ -110,11 +130,11 @@ def _plain_step(model: MLP, optimizer, xp) -> Callable:
 def _pure_step(model: MLP, optimizer, backend) -> Callable:
     """The step as a pure function that refuses a non-finite update (the loss or the new
     parameters): it returns ``ok`` and the old params and state then; ``active`` (a 0-d bool)
-    can veto the update, as ``ok`` does."""
+    can veto the update, as ``ok`` does; ``W``: None or the rows' sample weights."""
     xp, plain = backend.xp, _plain_step(model, optimizer, backend.xp)
 
-    def step(params, state, X, Y, active=None):
-        new_params, new_state, loss, correct = plain(params, state, X, Y)
+    def step(params, state, X, Y, active=None, W=None):
+        new_params, new_state, loss, correct = plain(params, state, X, Y, W)
         ok = xp.isfinite(loss + _finite_probe(xp, new_params))
         keep = ok if active is None else ok & active
         params, state = backend.select(keep, (new_params, new_state), (params, state))
@@ -123,11 +143,21 @@ def _pure_step(model: MLP, optimizer, backend) -> Callable:
     return step
 
 
-def _build_step(model: MLP, optimizer, backend) -> Callable:
-    pure, xp = _pure_step(model, optimizer, backend), backend.xp
+def _build_step(model: MLP, optimizer, backend, check_finite: bool = True) -> Callable:
+    pure, plain, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
+    n_outputs = model.layer_sizes[-1]
 
-    def step(params, state, X, Y):
-        params, state, loss, correct, ok = pure(params, state, X, Y)
+    def step(params, state, X, Y, W=None):
+        valid = None
+        if Y.ndim == 1:  # integer class labels (the shape is static: one compilation each)
+            valid = labels_in_range(xp, Y, n_outputs) if check_finite else None
+            Y = one_hot(xp, Y, n_outputs, X.dtype)
+        if check_finite:
+            params, state, loss, correct, ok = pure(params, state, X, Y, active=valid, W=W)
+            ok = ok if valid is None else ok & valid
+        else:
+            params, state, loss, correct = plain(params, state, X, Y, W)
+            ok = xp.asarray(True)
         return params, state, xp.stack([loss, xp.astype(correct, loss.dtype), xp.astype(ok, loss.dtype)])
 
     return backend.jit(step, donate_argnums=(0, 1))
@@ -139,9 +169,10 @@ MAX_SCAN_BYTES = 1 << 28  # the data of whole compiled epochs are staged on the 
 def compiled_epoch(model: MLP, optimizer, backend) -> Callable:
     """JAX only: a whole epoch of full batches as compiled ``lax.scan``s of the step.
 
-    ``(params, state, X, Y, index) -> (params, state, losses, corrects, first_bad)`` for the
-    rows ``index`` (n_batches, batch) of the data (X, Y) on the device, gathered inside the
-    compiled epoch.  One dispatch per epoch instead of one per step.
+    ``(params, state, X, Y, index, W=None) -> (params, state, losses, corrects, first_bad)`` for
+    the rows ``index`` (n_batches, batch) of the data (X, Y) on the device, gathered inside the
+    compiled epoch, with W None or the rows' sample weights (n,), gathered alike.  One dispatch
+    per epoch instead of one per step.
     After a refused (non-finite) step no later step of the epoch updates anything, and
     ``first_bad`` is its index (−1 when every step was finite).
 
@@ -164,39 +195,42 @@ def _cached_epoch(key: _StepKey) -> Callable:
     step, plain_step, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
 
     def plain(carry, batch):
-        params, state, loss, correct = plain_step(*carry, batch[0], batch[1])
+        params, state, loss, correct = plain_step(*carry, *batch)  # batch: (X, Y) or (X, Y, W)
         return (params, state), (loss, correct)
 
-    def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns)
-        return xp.reshape(xp.take(A, xp.reshape(index, (-1,)), axis=0), (*index.shape, A.shape[1]))
+    def batches(A, index):  # rows index (n_batches, batch) of A as (n_batches, batch, columns...)
+        return xp.reshape(xp.take(A, xp.reshape(index, (-1,)), axis=0), (*index.shape, *A.shape[1:]))
 
-    def optimistic(params, state, X, Y, index):
-        Xs, Ys = batches(X, index), batches(Y, index)
-        (params, state), (losses, corrects) = jax.lax.scan(plain, (params, state), (Xs, Ys), unroll=unroll)
+    def data(X, Y, W, index):  # the scanned batches: (Xs, Ys), and Ws with sample weights
+        return (batches(X, index), batches(Y, index)) + (() if W is None else (batches(W, index),))
+
+    def optimistic(params, state, X, Y, index, W=None):
+        (params, state), (losses, corrects) = jax.lax.scan(plain, (params, state), data(X, Y, W, index), unroll=unroll)
         finite = xp.all(xp.isfinite(losses)) & xp.isfinite(_finite_probe(xp, params))
         return params, state, losses, corrects, finite
 
-    def checked(params, state, X, Y, index):
+    def checked(params, state, X, Y, index, W=None):
         def body(carry, batch):
             params, state, first_bad, i = carry
-            params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0)
+            W = batch[2] if len(batch) == 3 else None
+            params, state, loss, correct, ok = step(params, state, batch[0], batch[1], active=first_bad < 0, W=W)
             first_bad = xp.where((first_bad < 0) & ~ok, i, first_bad)
             return (params, state, first_bad, i + 1), (loss, correct)
 
         start = (params, state, xp.asarray(-1), xp.asarray(0))
         (params, state, first_bad, _), (losses, corrects) = jax.lax.scan(
-            body, start, (batches(X, index), batches(Y, index)), unroll=unroll
+            body, start, data(X, Y, W, index), unroll=unroll
         )
         return params, state, losses, corrects, first_bad
 
     fast, safe = jax.jit(optimistic), jax.jit(checked, donate_argnums=(0, 1))  # fast keeps its inputs
 
-    def epoch(params, state, X, Y, index):
+    def epoch(params, state, X, Y, index, W=None):
         def unchecked():
-            new_params, new_state, losses, corrects, finite = fast(params, state, X, Y, index)
+            new_params, new_state, losses, corrects, finite = fast(params, state, X, Y, index, W)
             return (new_params, new_state, losses, corrects, -1), bool(finite)
 
-        return replay_if_not_finite(unchecked, lambda: safe(params, state, X, Y, index))
+        return replay_if_not_finite(unchecked, lambda: safe(params, state, X, Y, index, W))
 
     return epoch
 
@@ -225,6 +259,7 @@ def _check_checkpoint(meta, tensors: dict) -> MLP:
                 got = "missing" if stored is None else f"of shape {tuple(stored.shape)}"
                 raise ValueError(f"layer_sizes {sizes} needs {name} of shape {shape}; the file's is {got}")
     expected = {f"params.{l}.{p}" for l in range(len(sizes) - 1) for p in "Wb"}
+    expected |= {f"scaling.{field}" for field in scaling_fields}
     extra = sorted(n for n in tensors if n not in expected and not n.startswith("opt_state."))
     if extra:
         raise ValueError(f"unexpected tensors {extra[:3]}")
@@ -310,7 +345,15 @@ class Trainer:
     """
 
     def __init__(
-        self, model: MLP, optimizer=None, backend=None, seed: int = 0, devices=None, blas_threads: int | None = None
+        self,
+        model: MLP,
+        optimizer=None,
+        backend=None,
+        seed: int = 0,
+        devices=None,
+        blas_threads: int | None = None,
+        check_finite: bool = True,
+        scaling: Scaling | None = None,
     ):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a backprop.MLP, got {type(model).__name__}")
@@ -332,13 +375,35 @@ class Trainer:
         self.stop_training = False
         self.compile_epochs = True
         self._blas_threads = blas_threads
-        if self.parallel is None and fused.supports(self.backend, self.optimizer):
+        if not isinstance(check_finite, (bool, np.bool_)):
+            raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
+        self.check_finite = bool(check_finite)
+        self._input_kinds: dict = {}  # `_step_inputs`: (type, shape, dtype) of X and y -> what they are
+        self.scaling = scaling
+        fused_step = self.parallel is None and fused.supports(self.backend, self.optimizer)
+        if fused_step:
             self.step = fused.FusedStep(model, self.optimizer, self.backend, blas_threads)  # its own buffers
+            self.step.check_finite = self.check_finite
         else:
-            self.step = compiled_step(model, self.optimizer, self.backend)
+            self.step = compiled_step(model, self.optimizer, self.backend, self.check_finite)
         if self.parallel is not None:
             self._params, self.opt_state = self.parallel.replicate((self._params, self.opt_state))
             self.step = self.parallel.wrap_step(self.step)
+
+    @property
+    def scaling(self) -> Scaling | None:
+        """The standardisation of the inputs (and regression targets) applied to the data of every
+        entry point, saved in checkpoints; None: the data go in as given.  See `backprop.training.scaling`."""
+        return self._scaling
+
+    @scaling.setter
+    def scaling(self, value: Scaling | None) -> None:
+        if value is not None:
+            if not isinstance(value, Scaling):
+                raise TypeError(f"scaling must be a backprop.training.scaling.Scaling or None, got {type(value)}")
+            model = self.model
+            value.check(model.layer_sizes[0], model.layer_sizes[-1], not model.loss_layer.classification)
+        self._scaling = value
 
     @property
     def blas_threads(self) -> int | None:
@@ -359,15 +424,6 @@ class Trainer:
         return self._params if self.parallel is None else self.parallel.local(self._params)
 
     # -- the step ----------------------------------------------------------------------------
-    def _run_step(self, X, Y, where: str) -> tuple[float, float]:
-        self._params, self.opt_state, stats = self.step(self._params, self.opt_state, X, Y)
-        self._handed = None
-        loss, correct, ok = (float(v) for v in to_host(stats))
-        if not ok:
-            raise _diverged(where, loss)
-        self.steps += 1
-        return loss, correct
-
     def run_epoch(
         self,
         X,
@@ -376,9 +432,16 @@ class Trainer:
         interrupted: Callable[[], bool] = lambda: False,
         count_correct: bool = True,
         on_step: Callable[[int, float], None] | None = None,
+        sample_weight=None,
     ) -> EpochTotals:
         """The one epoch loop (of `fit` and of the scikit-learn estimators): a step on the rows
         ``batches[b]`` (index arrays) of the validated (X, Y), for b = 0, 1, ... in turn.
+
+        ``sample_weight``: None, or one finite weight per row of X (a 1-D array of the step's dtype,
+        where X is): each step's loss is then its batch's weighted mean (`MLP.value_and_grad`;
+        scale = 1/Σw over the batch), and the totals' loss is Σ over the steps of the batch loss ×
+        the batch's rows, as without weights (scikit-learn's sum for ``loss_curve_``).  Not with
+        data-parallel training.
 
         The steps run as one call where they can: the fused step's `epoch` (NumPy, CuPy), or on
         JAX one compiled epoch (`compiled_epoch`) of the leading batches of equal size when X and Y
@@ -387,18 +450,29 @@ class Trainer:
         a time.  Returns `EpochTotals` of the steps taken: it stops at the first refused (non-finite)
         step, whose index is ``first_bad``, and when ``interrupted()`` turns true between steps.
         """
+        weight = sample_weight
+        if weight is not None and self.parallel is not None:
+            raise ValueError("sample_weight is not supported with data-parallel training (devices=...)")
         if on_step is None and self.compile_epochs and isinstance(self.step, fused.FusedStep):
             self._handed = None
             self._params, self.opt_state, totals = self.step.epoch(
-                self._params, self.opt_state, X, Y, batches, should_stop=interrupted, count_correct=count_correct
+                self._params,
+                self.opt_state,
+                X,
+                Y,
+                batches,
+                should_stop=interrupted,
+                count_correct=count_correct,
+                sample_weight=weight,
             )
             self.steps += totals.steps
             return totals
-        lead = self._scan_batches(X, Y, batches) if on_step is None else 0
-        head = self._compiled_epoch(X, Y, batches[:lead]) if lead else EpochTotals(0.0, 0, 0, -1, math.nan)
+        scans = on_step is None and (weight is None or self.backend.is_native(weight))
+        lead = self._scan_batches(X, Y, batches) if scans else 0
+        head = self._compiled_epoch(X, Y, batches[:lead], weight) if lead else EpochTotals(0.0, 0, 0, -1, math.nan)
         if head.first_bad >= 0 or interrupted():
             return head
-        return self._stepwise(X, Y, batches, lead, head, interrupted, on_step)
+        return self._stepwise(X, Y, batches, lead, head, interrupted, on_step, weight)
 
     def _compiles_epochs(self, X, Y) -> bool:
         """Whether epochs over (X, Y) run as compiled JAX epochs: one device, data of at most MAX_SCAN_BYTES."""
@@ -417,12 +491,15 @@ class Trainer:
         size = len(batches[0])
         return next((b for b, index in enumerate(batches) if len(index) != size), len(batches))
 
-    def _compiled_epoch(self, X, Y, batches: Sequence) -> EpochTotals:
-        """The batches (all of one size) as one compiled epoch on the device."""
+    def _compiled_epoch(self, X, Y, batches: Sequence, weight=None) -> EpochTotals:
+        """The batches (all of one size) as one compiled epoch on the device (``weight``: the rows'
+        sample weights on the device, or None)."""
         run = compiled_epoch(self.model, self.optimizer, self.backend)
         index = self.backend.asarray(np.stack(batches).astype(np.int32))
         self._handed = None
-        self._params, self.opt_state, losses, corrects, first_bad = run(self._params, self.opt_state, X, Y, index)
+        self._params, self.opt_state, losses, corrects, first_bad = run(
+            self._params, self.opt_state, X, Y, index, weight
+        )
         losses, corrects, first_bad = self.backend.to_numpy(losses), self.backend.to_numpy(corrects), int(first_bad)
         done = len(losses) if first_bad < 0 else first_bad
         self.steps += done
@@ -435,15 +512,22 @@ class Trainer:
             float(losses[first_bad]) if first_bad >= 0 else math.nan,
         )
 
-    def _stepwise(self, X, Y, batches, start: int, totals: EpochTotals, interrupted, on_step) -> EpochTotals:
-        """Batches ``start``... one step at a time, added to ``totals``."""
+    def _stepwise(
+        self, X, Y, batches, start: int, totals: EpochTotals, interrupted, on_step, weight=None
+    ) -> EpochTotals:
+        """Batches ``start``... one step at a time, added to ``totals`` (``weight``: the rows' sample
+        weights, or None)."""
         loss_sum, correct_sum, steps = totals.loss, totals.correct, totals.steps
         procs = 1 if self.parallel is None else self.parallel.process_count
         for b in range(start, len(batches)):
             index = batches[b]
             Xb, Yb = self._batch(X, index, train=True), self._batch(Y, index, train=True)
             self._handed = None
-            self._params, self.opt_state, stats = self.step(self._params, self.opt_state, Xb, Yb)
+            if weight is None:
+                self._params, self.opt_state, stats = self.step(self._params, self.opt_state, Xb, Yb)
+            else:
+                Wb = self._batch(weight, index)
+                self._params, self.opt_state, stats = self.step(self._params, self.opt_state, Xb, Yb, Wb)
             loss, correct, ok = (float(v) for v in to_host(stats))
             if not ok:
                 return EpochTotals(loss_sum, correct_sum, steps, b, loss)
@@ -458,9 +542,92 @@ class Trainer:
         return EpochTotals(loss_sum, correct_sum, steps, -1, math.nan)
 
     def train_step(self, X_batch, y_batch) -> float:
-        """One step (forward, hand-written backward, update) on one batch; returns its loss."""
-        xp, X, Y = self.model.prepare(self._local_params(), X_batch, y_batch)
-        return self._run_step(X, Y, f"step {self.steps}")[0]
+        """One step (forward, hand-written backward, update) on one batch; returns its loss.
+
+        For your own loop: per call only what the inputs' metadata tell is checked (shapes,
+        dtypes, and the range of integer labels held on the host); the labels are one-hot encoded
+        inside the step.  The values are checked by the step itself, which refuses a non-finite
+        loss or update (and, compiled, labels out of range) and leaves the parameters as they
+        were: the inputs are then examined, and a ValueError names X or y and the problem (NaN,
+        values too large for the dtype, labels out of range), else `TrainingDivergedError`.
+        With ``Trainer(check_finite=False)`` no step is refused (see `Trainer`).
+        """
+        X, Y = self._step_inputs(X_batch, y_batch)
+        step, params, state = self.step, self._params, self.opt_state
+        if type(step) is fused.FusedStep:  # the loss is all it returns: no need to count the correct rows
+            self._params, self.opt_state, stats = step(params, state, X, Y, count_correct=False)
+        else:
+            self._params, self.opt_state, stats = step(params, state, X, Y)
+        self._handed = None
+        loss, _, ok = to_host(stats).tolist()
+        if not ok:
+            self._check_data(X_batch, y_batch)  # raises, naming X or y, when the input is the cause
+            raise _diverged(f"step {self.steps}", loss)
+        self.steps += 1
+        return loss
+
+    def _step_inputs(self, X, y):
+        """(X, Y) for one `train_step`, checked from their metadata only and moved to the device:
+        Y the integer labels themselves for the softmax cross-entropy (encoded by the step;
+        their range checked here unless the compiled step checks it: labels on the device).
+        What the metadata say is remembered per (type, shape, dtype) of X and y, so a loop over
+        batches of one shape checks them once."""
+        if self.parallel is not None or self._scaling is not None:  # batches placed, or scaled, as in fit
+            X, Y = self._check_data(X, y)
+            return self.backend.asarray(X), self.backend.asarray(Y)
+        try:
+            key = (type(X), X.shape, X.dtype, type(y), y.shape, y.dtype)
+        except AttributeError:  # lists, ...: checked every time
+            key = None
+        kind = self._input_kinds.get(key)
+        if kind is None:
+            kind = self._input_kind(X, y)
+            if key is not None:
+                if len(self._input_kinds) >= 8:
+                    self._input_kinds.clear()
+                self._input_kinds[key] = kind
+        backend = self.backend
+        if kind == "device labels" and self._labels_checked_in_step:
+            if getattr(X, "device", None) == backend.device and backend.is_native(X) and X.dtype == backend.dtype:
+                return X, y
+            return self._on_device(X), y
+        if kind == "host labels":  # on the host: JAX without x64 would wrap int64 labels into range
+            y = np.asarray(y)
+            check_label_range(y, self.model.layer_sizes[-1], np)
+            return self._on_device(X), y if backend.is_native(y) else backend.asarray(y)
+        if kind == "device labels":  # a fused step: checked here
+            check_label_range(y, self.model.layer_sizes[-1], backend.xp)
+            return self._on_device(X), y
+        Y = self._on_device(y)
+        return self._on_device(X), Y if len(Y.shape) == 2 else backend.xp.reshape(Y, (Y.shape[0], 1))
+
+    @property
+    def _labels_checked_in_step(self) -> bool:
+        """Whether the step checks the range of integer labels itself (compiled: `compiled_step`)."""
+        return not isinstance(self.step, fused.FusedStep)
+
+    def _input_kind(self, X, y) -> str:
+        """What `train_step` does with (X, y), from their metadata (which it checks): "host labels",
+        "device labels" (integer labels, on the host or a backend array) or "targets"."""
+        model, backend = self.model, self.backend
+        matrix_metadata(X, model.layer_sizes[0])
+        _, labels = targets_metadata(model.loss_layer, y, X.shape[0], model.layer_sizes[-1])
+        if not labels:
+            return "targets"
+        if not backend.is_native(y) or isinstance(y, np.ndarray):
+            return "host labels"
+        return "device labels"
+
+    def _on_device(self, A):
+        """Floating ``A`` as the backend's array in its dtype; a conversion that overflows gives ±inf,
+        which the step refuses (and `train_step` then names)."""
+        backend = self.backend
+        if backend.is_native(A) and A.dtype == backend.dtype and getattr(A, "device", None) == backend.device:
+            return A  # already there
+        if backend.is_native(A) and type(A) is not np.ndarray:
+            return backend.asarray(A)  # nothing converted on the host
+        with np.errstate(over="ignore"):
+            return backend.asarray(A)
 
     def snapshot(self):
         """A copy of the current parameters that later steps cannot overwrite or donate."""
@@ -493,16 +660,28 @@ class Trainer:
 
     def _check_X(self, X, name: str = "X"):
         xp, like = self._home(X)
-        return as_matrix(X, xp, like, self.model.layer_sizes[0], name=name)
+        if self._scaling is not None and xp is npx:  # standardised on the host, in float64, before the dtype
+            matrix_metadata(X, self.model.layer_sizes[0], name)
+            X = self._scaling.inputs(np, host_array(X, name).astype(np.float64))
+        X = as_matrix(X, xp, like, self.model.layer_sizes[0], name=name)
+        return X if self._scaling is None or xp is npx else self._scaling.inputs(xp, X)
 
     def _check_data(self, X, y, name: str = "X"):
         """Validated (X, Y) kept where they are: NumPy on the host, backend arrays on the device."""
         xp, like = self._home(X)
-        model = self.model
+        model, y_name = self.model, "y" if name == "X" else f"{name} y"
+        scaling = self._scaling
+        if scaling is not None and xp is npx:  # standardised on the host, in float64, before the dtype:
+            # a target beyond float32 (1e39) trains on its standardised form
+            matrix_metadata(X, model.layer_sizes[0], name)
+            X = scaling.inputs(np, host_array(X, name).astype(np.float64))
+            shape, labels = targets_metadata(model.loss_layer, y, X.shape[0], model.layer_sizes[-1], y_name)
+            if scaling.y_mean is not None and not labels:
+                y = scaling.targets(np, host_array(y, y_name).astype(np.float64).reshape(shape))
         Xc = as_matrix(X, xp, like, model.layer_sizes[0], name=name)
-        Yc = as_targets(
-            model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like, name="y" if name == "X" else f"{name} y"
-        )
+        Yc = as_targets(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like, name=y_name)
+        if scaling is not None and xp is not npx:
+            Xc, Yc = scaling.inputs(xp, Xc), scaling.targets(xp, Yc)
         return Xc, Yc
 
     def _batch(self, A, index, train: bool = False):
@@ -510,6 +689,8 @@ class Trainer:
             return self.parallel.place_batch(A, index)
         if isinstance(A, np.ndarray):
             return self.backend.asarray(A[index] if index is not None else A)
+        if fused.is_sparse(A):  # a scipy.sparse X: the rows densified on the host
+            return self.backend.asarray((A[index] if index is not None else A).toarray())
         xp = self.backend.xp
         return xp.take(A, self.backend.asarray(index), axis=0) if index is not None else A
 
@@ -529,7 +710,7 @@ class Trainer:
         validation_split: float = 0.0,
         shuffle: bool = True,
         callbacks: Sequence[Callback] = (),
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> dict:
         """Train for ``epochs`` more epochs of minibatches; returns the history (per-epoch lists).
 
@@ -541,7 +722,11 @@ class Trainer:
         still run (a `ModelCheckpoint` saves), the parameters and history are those of the last
         completed step, and KeyboardInterrupt is re-raised.  On JAX a compiled epoch is one
         dispatch, so Ctrl-C lands when the epoch ends (``compile_epochs = False``: after the next step).
+        ``progress``: a tqdm bar on stderr; None (default) shows it when stderr is a terminal, True
+        always, False never.
         """
+        if progress is not None and not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
         epochs, batch_size = whole_number(epochs, "epochs", 0), whole_number(batch_size, "batch_size", 1)
         real = isinstance(validation_split, numbers.Real) and not isinstance(validation_split, (bool, np.bool_))
         if not (real and 0.0 <= validation_split < 1.0):
@@ -574,7 +759,8 @@ class Trainer:
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self)
-        bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=not progress, unit="step")
+        disable = None if progress is None else not progress  # tqdm: None = off unless stderr is a TTY
+        bar = tqdm(total=epochs * math.ceil(n / batch_size), disable=disable, unit="step")
         try:
             with deferred_interrupt() as interrupted:
                 self._epochs(X, Y, epochs, batch_size, val, shuffle, callbacks, bar, per_batch_hooks, interrupted)
@@ -657,9 +843,11 @@ class Trainer:
         return self._evaluate(*self._check_data(X, y), batch_size=batch_size)
 
     def predict(self, X, batch_size: int = 4096) -> np.ndarray:
-        """ŷ for the rows of X as a NumPy array (class probabilities for classification), in batches
-        of ``batch_size`` (an integer >= 1) rows.  ValueError when an output is not finite, as
-        `MLP.predict` gives."""
+        """ŷ for the rows of X as a NumPy array, in batches of ``batch_size`` (an integer >= 1) rows:
+        for the cross-entropies the class probabilities (softmax: one row per example summing to 1;
+        binary: one probability per output), not the labels (`predict_classes` gives those); for the
+        squared error the output, in the targets' own units when `scaling` standardises them.
+        ValueError when an output is not finite, as `MLP.predict` gives."""
         batch_size = whole_number(batch_size, "batch_size", 1)
         X = self._check_X(X)
         xp, loss_layer, params = self.backend.xp, self.model.loss_layer, self._local_params()
@@ -669,16 +857,32 @@ class Trainer:
             output = self.backend.to_numpy(loss_layer.output(xp, self.model.forward(xp, params, Xb)[1][-1]))
             check_finite(np, output, _OUTPUT)
             outputs.append(output)
-        return np.concatenate(outputs, axis=0)
+        output = np.concatenate(outputs, axis=0)
+        return output if self._scaling is None else self._scaling.outputs(output)
+
+    def predict_classes(self, X, batch_size: int = 4096) -> np.ndarray:
+        """The predicted classes of the rows of X (what scikit-learn's and Keras's ``predict`` give
+        a classifier): for the softmax cross-entropy the index of the most probable class, shape
+        (n,); for the binary cross-entropy 1 where a probability exceeds ½, else 0, one column per
+        output.  TypeError for the squared error, which has no classes."""
+        if not self.model.loss_layer.classification:
+            raise TypeError("predict_classes needs a classification loss; this network's is the squared error")
+        probabilities = self.predict(X, batch_size)
+        if self.model.loss_layer.name == "softmax_cross_entropy":
+            return np.argmax(probabilities, axis=1)
+        return (probabilities > 0.5).astype(np.int64)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write parameters, optimizer state and everything needed to resume to one .safetensors file."""
+        """Write parameters, optimizer state, the `scaling` (when set) and everything needed to resume
+        to one .safetensors file."""
         tensors = {}
         for l, (W, b) in enumerate(self._params):
             tensors[f"params.{l}.W"], tensors[f"params.{l}.b"] = self.backend.to_numpy(W), self.backend.to_numpy(b)
         leaves, structure = tree_flatten(self.opt_state)
         tensors.update({f"opt_state.{i}": self.backend.to_numpy(a) for i, a in enumerate(leaves)})
+        if self._scaling is not None:
+            tensors.update(self._scaling.tensors())
         checkpoint.save(
             path,
             tensors,
@@ -724,6 +928,7 @@ class Trainer:
             if tree_flatten(opt_state)[1] != tree_flatten(trainer.opt_state)[1]:
                 raise ValueError(f"opt_state_structure does not match the {trainer.optimizer.name} state")
             trainer.rng.state = meta["rng_state"]
+            trainer.scaling = Scaling.from_tensors(tensors)
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise checkpoint.CheckpointError(
                 f"checkpoint {os.fspath(path)!r} does not describe a valid trainer: {exc}"
