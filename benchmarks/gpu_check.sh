@@ -20,7 +20,9 @@
 # Knobs (environment): EPOCH_UNROLLS (e.g. "1 8 32 128": also time JAX's whole epochs at each
 # scan unroll; off by default), PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (150 s per
 # test run; 480 on the dry run), PYTEST_WORKERS (8 on the GPU machine, 2 on the dry run; 0 for one process),
-# BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS (cupy,jax),
+# BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS (cupy,jax,torch:
+# backprop's step on torch's CUDA beside torch autograd), TEST_BACKENDS ("cupy jax"; add torch for the
+# suite on torch's CUDA, another 150 s),
 # BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the benchmarks
 # (default highest: true float32 on JAX as on CuPy, so the two compare like with like; set it to
 # tf32 together with CUPY_TF32=1 to measure TensorFloat-32 on both).
@@ -53,7 +55,7 @@ TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
 PYTEST_WORKERS="${PYTEST_WORKERS:-8}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-160}"
 BENCH_BUDGET="${BENCH_BUDGET:-0.5}"
-BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,jax}"
+BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,jax,torch}"
 BENCH_BATCH_SIZES="${BENCH_BATCH_SIZES:-1,2,32,256,2048,8192,65536}"
 BENCH_NETWORKS="${BENCH_NETWORKS:-wide,mnist,digits,seed}"  # the costly cells first: --max-seconds drops the cheap ones
 TEST_BACKENDS="${TEST_BACKENDS:-cupy jax}"

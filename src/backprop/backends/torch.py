@@ -3,7 +3,8 @@
 Tensors in, tensors out: the core computes with ``array_api_compat.torch``; NumPy data are moved
 to the device per batch, as on the other backends, and the seeded initial weights are drawn on the
 host (`backprop.backends.Generator`), so a seed gives the same weights as on NumPy.  Device names:
-``cpu``, ``cuda``/``cuda:N`` (``gpu``/``gpu:N`` are accepted as the same), ``mps``.
+``cpu``, ``cuda``/``cuda:N`` (``gpu``/``gpu:N`` are accepted as the same), ``mps``; by default the
+first CUDA GPU where there is one, else the CPU.
 
 The fused step (`backprop.training.fused`) writes into preallocated tensors through `InPlace`, a
 small namespace that gives torch the NumPy names and calling conventions that the in-place forms
@@ -50,8 +51,9 @@ def parse_device(name: str) -> tuple[str, int]:
 
 
 def _device(torch, name: str | None):
-    """The torch.device called ``name`` (None: the CPU), checked to exist here."""
-    kind, index = parse_device(name or "cpu")
+    """The torch.device called ``name``, checked to exist here; None: the first CUDA GPU where torch
+    sees one, else the CPU (as JAX picks its accelerator; MPS is used only when named: it has no float64)."""
+    kind, index = parse_device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
     if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -35,7 +35,9 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--data", help="a .npz (X, y) or .csv (target last) file; default: the digits data set")
     parser.add_argument("--task", default="auto", help="classification, regression or auto (default)")
-    parser.add_argument("--backend", help="numpy, cupy, jax or array_api_strict (default: $BACKPROP_BACKEND or numpy)")
+    parser.add_argument(
+        "--backend", help="numpy, cupy, jax, torch or array_api_strict (default: $BACKPROP_BACKEND or numpy)"
+    )
     parser.add_argument("--hidden", default="128", help="hidden layer widths, comma-separated (default 128)")
     parser.add_argument("--activation", default="relu", help=f"hidden activation: {', '.join(ACTIVATIONS)}")
     parser.add_argument("--optimizer", default="adam", help="sgd, adam, adamw or rmsprop (default adam)")

@@ -5,8 +5,8 @@ Change one import::
     from sklearn.neural_network import MLPClassifier      # before
     from backprop.sklearn import MLPClassifier             # after
 
-and the same code trains the same model with the hand-written backward pass on NumPy, CuPy, JAX
-or array_api_strict.  The constructor parameters, their defaults and meanings, the fitted
+and the same code trains the same model with the hand-written backward pass on NumPy, CuPy, JAX,
+PyTorch or array_api_strict.  The constructor parameters, their defaults and meanings, the fitted
 attributes and the methods are scikit-learn's (1.9), plus ``backend``, ``dtype`` and
 ``blas_threads``.
 
@@ -18,7 +18,7 @@ constant, invscaling and adaptive rates; lbfgs), for the classifier (multiclass 
 the regressor (squared error with one or two outputs, Poisson), with and without early stopping,
 on 300 scaled rows of digits over a few epochs; Adam also on every backend.
 
-``backend`` : {"numpy", "cupy", "jax", "array_api_strict"} or None, default=None
+``backend`` : {"numpy", "cupy", "jax", "torch", "array_api_strict"} or None, default=None
     Where the network is trained and evaluated; None reads ``BACKPROP_BACKEND`` (default numpy).
     ``BACKPROP_DEVICE`` applies as for the rest of the library.  The backend is looked up at
     each call of fit, partial_fit, predict…, so a fitted (or unpickled) estimator follows the

@@ -71,7 +71,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Epochs without tol improvement before stopping (or, with "adaptive", dividing the rate by 5).
     max_fun : int, default=15000
         The most loss evaluations of lbfgs.
-    backend : {"numpy", "cupy", "jax", "array_api_strict"} or None, default=None
+    backend : {"numpy", "cupy", "jax", "torch", "array_api_strict"} or None, default=None
         Where to compute; None reads BACKPROP_BACKEND.
     dtype : {"float32", "float64"} or None, default=None
         The dtype the network computes in.  None follows the data, as scikit-learn does: float32
