@@ -320,3 +320,35 @@ def test_bench_runs_backprop_on_torch_beside_the_torch_contender(cpu):
         theirs.release()
         floor.release()
     assert bench.device_description(cpu)["threads"] == torch.get_num_threads()
+
+
+def test_the_logistic_derivative_is_one_kernel_on_torch_only(cpu):
+    """δ ⊙= h (1 − h): torch's sigmoid_backward written into δ; NumPy has no such kernel (three calls)."""
+    from backprop.backends import one_call_logistic_derivative
+
+    assert one_call_logistic_derivative(np) is None
+    kernel = one_call_logistic_derivative(cpu.inplace)
+    rng = np.random.default_rng(0)
+    D, H = rng.standard_normal((5, 4)), rng.random((5, 4))
+    Dt = torch.from_numpy(D.copy())
+    kernel(Dt, torch.from_numpy(H))
+    np.testing.assert_allclose(Dt.numpy(), D * H * (1.0 - H), rtol=1e-15)
+
+
+def test_a_contiguous_batch_is_read_where_it_is(cpu):
+    """The fused step reads a C-contiguous tensor batch of its dtype in place (no copy into its buffer)
+    and copies any other; both give the same step."""
+    model = MLP([4, 6, 3], activation="sigmoid", loss="softmax_cross_entropy")
+    X = torch.randn(8, 4, dtype=torch.float32)
+    Y = torch.nn.functional.one_hot(torch.arange(8) % 3, 3).to(torch.float32)
+    runs = []
+    for batch in (X, X.T.contiguous().T):  # the same values, the second not C-contiguous
+        t = Trainer(model, optim.SGD(0.1), backend=get_backend("torch", device="cpu", dtype="float32"), seed=0)
+        t.params, t.opt_state, _ = t.step(t.params, t.opt_state, batch, Y)
+        runs.append([to_host(a).copy() for layer in t.params for a in layer])
+        H0 = t.step._plan(8).H[0]  # the plan's batch buffer
+        H0.fill_(float("nan"))
+        t.step(t.params, t.opt_state, batch, Y)
+        assert torch.isnan(H0).all() if batch.is_contiguous() else torch.equal(H0, X)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

@@ -98,6 +98,16 @@ def _load(name: str, device: str | None, dtype: str) -> Backend:
 
 
 @functools.lru_cache(maxsize=len(BACKENDS))
+def one_call_logistic_derivative(lib):
+    """``kernel(D, H)``: δ ⊙= h (1 − h), the logistic's derivative from its output, as one call
+    that writes into D, for the array library ``lib``; None where the backend's module names none
+    (``logistic_derivative()``: torch's ``sigmoid_backward``), and the three elementwise calls run."""
+    name = getattr(lib, "__name__", None)
+    loader = getattr(_module(name), "logistic_derivative", None) if name in BACKENDS else None
+    return loader() if loader is not None else None
+
+
+@functools.lru_cache(maxsize=len(BACKENDS))
 def one_call_logistic(lib) -> tuple:
     """``(expit, most)``: the logistic sigmoid 1 / (1 + e^(−z)) as one call that writes into
     ``out=``, for the array library ``lib`` (the numpy or cupy module, torch's `InPlace`), and the largest array (in

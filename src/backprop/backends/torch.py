@@ -78,6 +78,15 @@ def logistic():
     return torch.sigmoid, math.inf
 
 
+def logistic_derivative():
+    """δ ⊙= h (1 − h) in one kernel (aten's ``sigmoid_backward``, written into δ), see
+    `backprop.backends.one_call_logistic_derivative`."""
+    import torch
+
+    kernel = torch.ops.aten.sigmoid_backward.grad_input
+    return lambda D, H: kernel(D, H, grad_input=D)
+
+
 class InPlace:
     """torch under the NumPy names of the functions the fused step's in-place forms call, on one
     device: each writes into ``out=`` where given.  ``__name__`` is "torch", so

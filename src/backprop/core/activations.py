@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..backends import one_call_logistic
+from ..backends import one_call_logistic, one_call_logistic_derivative
 
 LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -69,7 +69,11 @@ def sigmoid_into(lib, Z, out, T):
 
 
 def _sigmoid_df_into(lib, D, H, T, Z):
-    """δ ⊙= h (1 − h)."""
+    """δ ⊙= h (1 − h); one call where the backend has one for it (`backprop.backends.one_call_logistic_derivative`)."""
+    kernel = one_call_logistic_derivative(lib)
+    if kernel is not None:
+        kernel(D, H)
+        return
     lib.subtract(1.0, H, out=T)
     lib.multiply(T, H, out=T)
     lib.multiply(D, T, out=D)

@@ -140,6 +140,12 @@ class _Plan:
         self.labels = lib.arange(sizes[-1])  # integer labels are one-hot encoded into Y against these
 
 
+def _c_contiguous(a) -> bool:
+    """Whether an array (NumPy, CuPy: ``flags``; torch: ``is_contiguous``) is C-contiguous."""
+    flags = getattr(a, "flags", None)
+    return flags.c_contiguous if flags is not None else a.is_contiguous()
+
+
 def _split(a) -> tuple:
     """The views a[0], a[1], ... of an array's first axis."""
     return tuple(a[i] for i in range(a.shape[0]))
@@ -495,13 +501,13 @@ class FusedStep:
         with self._quiet():
             if W is not None:
                 weight = self._batch_weight(plan, W, None)
-            H0 = plan.H[0]  # a C-contiguous NumPy batch of the step's dtype is read where it is
+            H0 = plan.H[0]  # a C-contiguous batch of the step's dtype on its device is read where it is
             if not (
-                self.lib is np
-                and type(X) is np.ndarray
+                self.backend.is_native(X)
                 and X.dtype == H0.dtype
                 and X.shape == H0.shape
-                and X.flags.c_contiguous
+                and getattr(X, "device", None) == getattr(H0, "device", None)
+                and _c_contiguous(X)
             ):
                 H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
