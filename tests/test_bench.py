@@ -127,7 +127,7 @@ def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
             "--backends",
             ",".join(backends),
             "--contenders",
-            "backprop,matmul_floor",
+            "backprop,train_step,matmul_floor",
             "--time-budget",
             "0.02",
             "--out",
@@ -136,7 +136,7 @@ def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "backprop" in printed and "÷floor" in printed
+    assert "backprop" in printed and "÷floor" in printed and "÷train_step" in printed
     report = json.loads((out / "bench.json").read_text())
     assert report["complete"] is True
     for key in ("schema", "settings", "environment", "networks", "backends", "results", "skipped"):
@@ -147,7 +147,7 @@ def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
     assert env["versions"]["numpy"] == np.__version__
     assert all("architecture" in lib and "num_threads" in lib for lib in env["blas"] if "error" not in lib)
     assert {b["backend"] for b in report["backends"]} == set(backends)
-    assert len(report["results"]) == 2 * len(backends)
+    assert len(report["results"]) == 3 * len(backends)
     for row in report["results"]:
         for key in ("median_s", "iqr_s", "min_s", "rounds", "samples_per_s", "gflops", "ratios", "flops"):
             assert key in row
@@ -382,3 +382,9 @@ def test_cli_bench_shows_the_thread_count_of_every_row(tmp_path, capsys):
     rows = json.loads((out / "bench.json").read_text())["results"]
     assert [r["blas_threads"] for r in rows] == [1, 1] and "median_s_by_threads" not in rows[1]["info"]
     assert threads.current() == limit
+
+
+def test_every_contender_has_a_line_style_in_the_plot():
+    from backprop.bench.plot import LINE_STYLES, MARKERS
+
+    assert set(LINE_STYLES) == set(MARKERS) == set(bench.CONTENDERS)

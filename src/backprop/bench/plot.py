@@ -8,8 +8,8 @@ from ..backends import BACKENDS
 from .contenders import CONTENDERS
 from .grid import NETWORKS
 
-LINE_STYLES = {"backprop": "-", "matmul_floor": ":", "jax_grad": "--", "torch": "-."}
-MARKERS = {"backprop": "o", "matmul_floor": "", "jax_grad": "s", "torch": "^"}
+LINE_STYLES = {"backprop": "-", "train_step": "-", "matmul_floor": ":", "jax_grad": "--", "torch": "-."}
+MARKERS = {"backprop": "o", "train_step": "x", "matmul_floor": "", "jax_grad": "s", "torch": "^"}
 
 
 def plot(report: dict, path: str) -> bool:
