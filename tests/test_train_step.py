@@ -12,7 +12,7 @@ from backprop.core.validation import as_targets
 
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(not probe(name).available, reason=str(probe(name).reason)))
-    for name in ("numpy", "jax", "array_api_strict")
+    for name in ("numpy", "jax", "torch", "array_api_strict")
 ]
 
 
@@ -105,7 +105,7 @@ def test_values_too_large_for_the_dtype_are_named(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("bad", [3, -1])
+@pytest.mark.parametrize("bad", [3, 5, -1, -3, 100, -100])
 def test_labels_out_of_range_are_named_on_the_host_and_on_the_device(backend, bad):
     X, y = _data("softmax_cross_entropy")
     y[5] = bad
@@ -163,3 +163,14 @@ def test_check_finite_false_takes_every_step(backend):
 def test_check_finite_must_be_a_bool():
     with pytest.raises(TypeError, match="check_finite must be True or False"):
         _trainer("numpy", check_finite="no")
+
+
+@pytest.mark.parametrize("bad", [3, -1, 100])
+def test_labels_out_of_range_are_named_without_the_finiteness_check(bad):
+    """check_finite=False takes every step, but labels are still checked (on the host) before it."""
+    X, y = _data("softmax_cross_entropy")
+    y[0] = bad
+    t = _trainer("numpy", check_finite=False)
+    with pytest.raises(ValueError, match="y has labels out of range"):
+        t.train_step(X, y)
+    assert t.steps == 0

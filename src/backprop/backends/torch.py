@@ -203,7 +203,8 @@ def _from_host(torch, host: np.ndarray, device):
 
 
 def _to_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy()
+    """A tensor's values as a NumPy array (what is already on the host, as NumPy reads it)."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def load(device: str | None, dtype: str) -> Backend:

@@ -81,9 +81,24 @@ def one_hot(xp, labels, n_classes: int, dtype):
     return xp.astype(xp.expand_dims(labels, axis=1) == classes, dtype)
 
 
-def one_hot_into(lib, labels, classes, out) -> None:
-    """`one_hot` written into ``out`` (n, n_classes), ``classes`` = arange(n_classes)."""
-    lib.equal(labels[:, None], classes, out=out)
+def one_hot_into(lib, labels, table, out) -> None:
+    """`one_hot` written into ``out`` (n, k), from ``table`` = `one_hot_table`: on NumPy the rows
+    table[labels] (one gather); elsewhere labels == arange(k) (``table``'s first row holds 0..k−1)."""
+    if lib is np:
+        lib.take(table, labels, axis=0, out=out)
+    else:
+        lib.equal(labels[:, None], table[0], out=out)
+
+
+def one_hot_table(lib, n_classes: int, dtype):
+    """What `one_hot_into` reads.  On NumPy: the k × k identity over k rows of NaN, so that a label
+    outside 0..k−1 gives a row of NaN (−k..−1 and k..2k−1, NumPy's negative indices wrapping into
+    the NaN rows) or an IndexError (beyond), never a valid-looking row: the step's loss is then
+    NaN and the step refused, with no range check before it.  Elsewhere: arange(k) as one row (a
+    label out of range gives a row of zeros there: check the range first)."""
+    if lib is np:
+        return np.concatenate([np.eye(n_classes, dtype=dtype), np.full((n_classes, n_classes), np.nan, dtype=dtype)])
+    return lib.arange(n_classes)[None, :]
 
 
 def labels_in_range(xp, labels, n_classes: int):

@@ -66,7 +66,7 @@ import numpy as np
 
 from ..backends import threads
 from ..core.forms import own_form
-from ..core.losses import one_hot_into
+from ..core.losses import one_hot_into, one_hot_table
 from ..core.mlp import MLP
 from ..core.optim import SGD, Constant, Optimizer
 from ..core.tree import tree_flatten, tree_leaves, tree_node
@@ -137,7 +137,7 @@ class _Plan:
         self.rows = _split(lib.empty((3, n), dtype=dtype))  # the loss layer's per-row vectors
         self.column = self.rows[0][:, None]  # the first one as a column
         self.classes, self.hits = _split(lib.empty((2, n), dtype=np.intp)), lib.empty(n, dtype=bool)  # accuracy
-        self.labels = lib.arange(sizes[-1])  # integer labels are one-hot encoded into Y against these
+        self.labels = one_hot_table(lib, sizes[-1], dtype)  # integer labels are one-hot encoded into Y from it
 
 
 def _c_contiguous(a) -> bool:
@@ -511,7 +511,7 @@ class FusedStep:
             ):
                 H0[...] = X  # any other is copied into the plan's buffer first
                 X = H0
-            if len(Y.shape) == 1:  # integer class labels (in range: `Trainer.train_step` checked them)
+            if len(Y.shape) == 1:  # integer class labels (out of range: NaN rows on NumPy, see `one_hot_table`)
                 one_hot_into(self.lib, Y, plan.labels, plan.Y)
                 Y = plan.Y
             session, choice = self._blas, plan.blas

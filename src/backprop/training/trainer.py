@@ -554,10 +554,14 @@ class Trainer:
         """
         X, Y = self._step_inputs(X_batch, y_batch)
         step, params, state = self.step, self._params, self.opt_state
-        if type(step) is fused.FusedStep:  # the loss is all it returns: no need to count the correct rows
-            self._params, self.opt_state, stats = step(params, state, X, Y, count_correct=False)
-        else:
-            self._params, self.opt_state, stats = step(params, state, X, Y)
+        try:
+            if type(step) is fused.FusedStep:  # the loss is all it returns: no need to count the correct rows
+                self._params, self.opt_state, stats = step(params, state, X, Y, count_correct=False)
+            else:
+                self._params, self.opt_state, stats = step(params, state, X, Y)
+        except IndexError:  # labels far out of range, met by the NumPy step's one-hot gather
+            self._check_data(X_batch, y_batch)
+            raise
         self._handed = None
         loss, _, ok = to_host(stats).tolist()
         if not ok:
@@ -591,9 +595,13 @@ class Trainer:
             if getattr(X, "device", None) == backend.device and backend.is_native(X) and X.dtype == backend.dtype:
                 return X, y
             return self._on_device(X), y
-        if kind == "host labels":  # on the host: JAX without x64 would wrap int64 labels into range
+        if kind == "host labels":
             y = np.asarray(y)
-            check_label_range(y, self.model.layer_sizes[-1], np)
+            step = self.step
+            if not (type(step) is fused.FusedStep and step.lib is np and step.check_finite):
+                # (the NumPy fused step refuses them itself: NaN rows, `backprop.core.losses.one_hot_table`;
+                # elsewhere checked on the host: JAX without x64 would wrap int64 labels into range)
+                check_label_range(y, self.model.layer_sizes[-1], np)
             return self._on_device(X), y if backend.is_native(y) else backend.asarray(y)
         if kind == "device labels":  # a fused step: checked here
             check_label_range(y, self.model.layer_sizes[-1], backend.xp)
