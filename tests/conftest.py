@@ -62,3 +62,13 @@ def pytest_terminal_summary(terminalreporter):
         for entry, count in sorted(CASES.items()):
             terminalreporter.write_line(f"{entry:<32}{count:>6}")
         terminalreporter.write_line(f"{'total':<32}{sum(CASES.values()):>6}")
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """Three standardised blobs, 120 rows of 5 features (the estimator tests' classification data)."""
+    from sklearn.datasets import make_blobs
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_blobs(n_samples=120, centers=3, n_features=5, random_state=0)
+    return StandardScaler().fit_transform(X), y

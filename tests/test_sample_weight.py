@@ -16,7 +16,6 @@ import pytest
 import scipy.sparse
 import sklearn
 from sklearn import neural_network as skl
-from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning, UnsetMetadataPassedError
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import make_pipeline
@@ -35,12 +34,6 @@ needs_jax = pytest.mark.skipif(not HAS_JAX, reason="needs JAX")
 
 
 # -- data ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def blobs():
-    X, y = make_blobs(n_samples=120, centers=3, n_features=5, random_state=0)
-    return StandardScaler().fit_transform(X), y
-
-
 @pytest.fixture(scope="module")
 def weights():
     """Positive weights of very different sizes, with a few zeros (rows that do not count)."""

@@ -52,12 +52,6 @@ def test_sklearn_estimator_checks(estimator, check):
 
 # -- data ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def blobs():
-    X, y = make_blobs(n_samples=120, centers=3, n_features=5, random_state=0)
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
 def small_regression():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(150, 6))
