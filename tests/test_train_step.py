@@ -165,12 +165,16 @@ def test_check_finite_must_be_a_bool():
         _trainer("numpy", check_finite="no")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad", [3, -1, 100])
-def test_labels_out_of_range_are_named_without_the_finiteness_check(bad):
-    """check_finite=False takes every step, but labels are still checked (on the host) before it."""
+def test_labels_out_of_range_are_named_without_the_finiteness_check(backend, bad):
+    """check_finite=False takes every step, but labels, on the host or on the device, are still
+    checked before it (the step would not refuse them)."""
     X, y = _data("softmax_cross_entropy")
     y[0] = bad
-    t = _trainer("numpy", check_finite=False)
+    t = _trainer(backend, check_finite=False)
     with pytest.raises(ValueError, match="y has labels out of range"):
         t.train_step(X, y)
+    with pytest.raises(ValueError, match="y has labels out of range"):
+        t.train_step(t.backend.asarray(X), t.backend.asarray(y.astype(np.int32)))
     assert t.steps == 0

@@ -591,28 +591,27 @@ class Trainer:
                     self._input_kinds.clear()
                 self._input_kinds[key] = kind
         backend = self.backend
-        if kind == "device labels" and self._labels_checked_in_step:
-            if getattr(X, "device", None) == backend.device and backend.is_native(X) and X.dtype == backend.dtype:
-                return X, y
-            return self._on_device(X), y
-        if kind == "host labels":
+        if kind == "targets":
+            Y = self._on_device(y)
+            return self._on_device(X), Y if len(Y.shape) == 2 else backend.xp.reshape(Y, (Y.shape[0], 1))
+        on_host = kind == "host labels"
+        if on_host:
             y = np.asarray(y)
-            step = self.step
-            if not (type(step) is fused.FusedStep and step.lib is np and step.check_finite):
-                # (the NumPy fused step refuses them itself: NaN rows, `backprop.core.losses.one_hot_table`;
-                # elsewhere checked on the host: JAX without x64 would wrap int64 labels into range)
-                check_label_range(y, self.model.layer_sizes[-1], np)
-            return self._on_device(X), y if backend.is_native(y) else backend.asarray(y)
-        if kind == "device labels":  # a fused step: checked here
-            check_label_range(y, self.model.layer_sizes[-1], backend.xp)
-            return self._on_device(X), y
-        Y = self._on_device(y)
-        return self._on_device(X), Y if len(Y.shape) == 2 else backend.xp.reshape(Y, (Y.shape[0], 1))
+        if not self._step_refuses_labels(on_host):
+            check_label_range(y, self.model.layer_sizes[-1], np if on_host else backend.xp)
+        return self._on_device(X), y if backend.is_native(y) else backend.asarray(y)
 
-    @property
-    def _labels_checked_in_step(self) -> bool:
-        """Whether the step checks the range of integer labels itself (compiled: `compiled_step`)."""
-        return not isinstance(self.step, fused.FusedStep)
+    def _step_refuses_labels(self, on_host: bool) -> bool:
+        """Whether the step itself refuses integer labels out of range, so `train_step` need not
+        check them first: never without ``check_finite``; the compiled step those on the device
+        (in the graph; int64 labels on the host could wrap into range on their way to a JAX
+        without x64); the NumPy fused step those on the host (NaN rows, `backprop.core.losses.one_hot_table`)."""
+        step = self.step
+        if not self.check_finite:
+            return False
+        if isinstance(step, fused.FusedStep):
+            return on_host and step.lib is np
+        return not on_host
 
     def _input_kind(self, X, y) -> str:
         """What `train_step` does with (X, y), from their metadata (which it checks): "host labels",
