@@ -677,19 +677,13 @@ class Trainer:
         """Validated (X, Y) kept where they are: NumPy on the host, backend arrays on the device."""
         xp, like = self._home(X)
         model, y_name = self.model, "y" if name == "X" else f"{name} y"
-        scaling = self._scaling
-        if scaling is not None and xp is npx:  # standardised on the host, in float64, before the dtype:
-            # a target beyond float32 (1e39) trains on its standardised form
-            matrix_metadata(X, model.layer_sizes[0], name)
-            X = scaling.inputs(np, host_array(X, name).astype(np.float64))
-            shape, labels = targets_metadata(model.loss_layer, y, X.shape[0], model.layer_sizes[-1], y_name)
-            if scaling.y_mean is not None and not labels:
-                y = scaling.targets(np, host_array(y, y_name).astype(np.float64).reshape(shape))
-        Xc = as_matrix(X, xp, like, model.layer_sizes[0], name=name)
+        Xc, scaling = self._check_X(X, name), self._scaling
+        if scaling is not None and scaling.y_mean is not None and xp is npx:  # standardised on the host, in
+            # float64, before the dtype (as X): a target beyond float32 (1e39) trains on its standardised form
+            shape, _ = targets_metadata(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], y_name)
+            y = scaling.targets(np, host_array(y, y_name).astype(np.float64).reshape(shape))
         Yc = as_targets(model.loss_layer, y, Xc.shape[0], model.layer_sizes[-1], xp, like, name=y_name)
-        if scaling is not None and xp is not npx:
-            Xc, Yc = scaling.inputs(xp, Xc), scaling.targets(xp, Yc)
-        return Xc, Yc
+        return Xc, Yc if scaling is None or xp is npx else scaling.targets(xp, Yc)
 
     def _batch(self, A, index, train: bool = False):
         if train and self.parallel is not None:
