@@ -9,6 +9,7 @@ matrices (densified) are accepted and moved to the namespace ``xp`` and the devi
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,14 @@ def _from_pandas(x: Any, name: str) -> np.ndarray | None:
     return x.to_numpy(dtype=np.result_type(*numpy_dtypes))
 
 
+def is_sparse(x: Any) -> bool:
+    """Whether ``x`` is a scipy.sparse matrix or array (never when scipy.sparse has not been imported)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(x)
+
+
 def _host_view(x: Any, name: str) -> np.ndarray:
-    if type(x).__module__.startswith("scipy.sparse") and hasattr(x, "toarray"):
+    if is_sparse(x):
         return x.toarray()
     host = _from_pandas(x, name)
     if host is not None:

@@ -21,7 +21,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from ..backends import BACKENDS, get_backend
 from ..core.optim import AdamSklearn
 from ..core.tree import tree_map
-from ..core.validation import check_finite
+from ..core.validation import check_finite, is_sparse
 from ..training.interrupt import deferred_interrupt
 from ..training.trainer import Trainer
 from ._lbfgs import _check_weight_sum, _fit_lbfgs
@@ -34,7 +34,6 @@ from ._utils import (
     _host_copy,
     _host_input,
     _host_params,
-    _is_sparse,
     _param_names,
     _random_state,
 )
@@ -159,7 +158,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, backend, model, params, X: np.ndarray, logits: bool = False) -> np.ndarray:
         """The network's output ŷ (probabilities for classification) for host rows X, on the host;
         with ``logits``, the output layer's pre-activations Z instead."""
-        xp, sparse = backend.xp, _is_sparse(X)
+        xp, sparse = backend.xp, is_sparse(X)
         if sparse:  # densified a chunk at a time
             chunk = _chunk_rows(X, np.dtype(backend.dtype_name).itemsize)
         else:
@@ -324,7 +323,7 @@ class _BaseMLP(BaseEstimator):
         trainer = self._get_trainer(backend, model, self._optimizer(), incremental)
         X_train, Y_train, X_val, y_val, W_train, w_val = self._validation_split(X, Y, W)
         batches = list(gen_batches(X_train.shape[0], self._batch_size(X_train.shape[0])))
-        if not _is_sparse(X_train):  # on the device (NumPy: as they are); a sparse X stays on the host
+        if not is_sparse(X_train):  # on the device (NumPy: as they are); a sparse X stays on the host
             X_train, Y_train = backend.asarray(X_train), backend.asarray(Y_train)  # (each batch densified)
         if W_train is not None:  # the sample weights on the device alike (gathered per batch by the step)
             W_train = backend.asarray(W_train)

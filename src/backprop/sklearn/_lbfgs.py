@@ -22,8 +22,9 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ..backends import threads
+from ..core.validation import is_sparse
 from ._network import _SklearnMLP
-from ._utils import _chunk_rows, _is_sparse
+from ._utils import _chunk_rows
 
 
 @functools.lru_cache(maxsize=32)
@@ -72,7 +73,7 @@ def _objective(backend, value_and_grad, shapes, X, Y, alpha: float, loss_divisor
     Σ_c w / Σ w.
     """
     total = X.shape[0] if W is None else float(np.sum(W, dtype=np.float64))  # n, or Σw
-    W_device = None if W is None or _is_sparse(X) else backend.asarray(W)
+    W_device = None if W is None or is_sparse(X) else backend.asarray(W)
 
     def value(params, Xc, Yc, Wc=None):
         loss, grads = value_and_grad(params, Xc, Yc) if Wc is None else value_and_grad(params, Xc, Yc, Wc)
@@ -81,7 +82,7 @@ def _objective(backend, value_and_grad, shapes, X, Y, alpha: float, loss_divisor
 
     def fun(w):
         params = tuple((backend.asarray(W), backend.asarray(b)) for W, b in zip(*_unpack(w, shapes)))
-        loss, grad = value(params, X, Y, W_device) if not _is_sparse(X) else chunked(params, w)
+        loss, grad = value(params, X, Y, W_device) if not is_sparse(X) else chunked(params, w)
         return _reported_loss(loss, w[: sum(a * b for a, b in shapes)], alpha, total, loss_divisor), grad
 
     def chunked(params, w):
@@ -189,7 +190,7 @@ def _fit_lbfgs(estimator, backend, X: np.ndarray, Y: np.ndarray, W: np.ndarray |
         estimator.out_activation_,
         float(estimator.alpha),
     )
-    X = X if _is_sparse(X) else backend.asarray(X)  # a sparse X stays on the host, densified in chunks
+    X = X if is_sparse(X) else backend.asarray(X)  # a sparse X stays on the host, densified in chunks
     alpha, divisor = float(estimator.alpha), estimator._loss_divisor()
     if W is not None:
         _check_weight_sum(W)

@@ -6,11 +6,11 @@ import functools
 import numbers
 
 import numpy as np
-import scipy.sparse
 from sklearn.utils import check_random_state
 
 from ..backends import to_host
 from ..core.tree import tree_map
+from ..core.validation import is_sparse
 
 _FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -26,7 +26,7 @@ def _as_dtype(a, dtype: str, name: str):
     """The validated (finite) host array ``a`` in the network's ``dtype``; a scipy.sparse matrix
     stays sparse (its stored values converted).  ValueError when its values are too large for that
     dtype (e.g. float64 1e39 in float32), naming the remedy."""
-    if _is_sparse(a):
+    if is_sparse(a):
         if a.dtype == dtype:
             return a
         _as_dtype(a.data, dtype, name)  # the check
@@ -40,10 +40,6 @@ def _as_dtype(a, dtype: str, name: str):
             "float64 (dtype='float64', or dtype=None with float64 X)"
         )
     return converted
-
-
-def _is_sparse(X) -> bool:
-    return scipy.sparse.issparse(X)
 
 
 CHUNK_BYTES = 1 << 23  # rows of a sparse X are densified (predict, L-BFGS) in chunks of at most 8 MiB

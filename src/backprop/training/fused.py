@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -70,6 +69,7 @@ from ..core.losses import one_hot_into, one_hot_table
 from ..core.mlp import MLP
 from ..core.optim import SGD, Constant, Optimizer
 from ..core.tree import tree_flatten, tree_leaves, tree_node
+from ..core.validation import is_sparse
 from .replay import replay_if_not_finite
 
 
@@ -77,12 +77,6 @@ def supports(backend, optimizer) -> bool:
     """Whether `FusedStep` can run on this backend: its arrays can be written (NumPy, CuPy).  Any
     optimizer runs: its in-place form where it has one for its own math, else its ``_step``."""
     return backend.inplace is not None
-
-
-def is_sparse(X) -> bool:
-    """Whether X is a scipy.sparse matrix or array (never when scipy.sparse has not been imported)."""
-    sparse = sys.modules.get("scipy.sparse")
-    return sparse is not None and sparse.issparse(X)
 
 
 def dense_rows(X, index, out, backend) -> None:

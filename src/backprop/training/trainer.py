@@ -37,6 +37,7 @@ from ..core.validation import (
     check_finite,
     check_label_range,
     host_array,
+    is_sparse,
     matrix_metadata,
     targets_metadata,
     whole_number,
@@ -690,7 +691,7 @@ class Trainer:
             return self.parallel.place_batch(A, index)
         if isinstance(A, np.ndarray):
             return self.backend.asarray(A[index] if index is not None else A)
-        if fused.is_sparse(A):  # a scipy.sparse X: the rows densified on the host
+        if is_sparse(A):  # a scipy.sparse X: the rows densified on the host
             return self.backend.asarray((A[index] if index is not None else A).toarray())
         xp = self.backend.xp
         return xp.take(A, self.backend.asarray(index), axis=0) if index is not None else A
