@@ -78,6 +78,18 @@ def single(out):
             [one.train_step(X[rows], y[rows]), four.train_step(X[rows], y[rows])]
         )
     result["train_step_rel_error"] = rel_error(one, four)
+    # train_step on batches on its device (its step then compiled for them), then on one committed
+    # to another device: the compiled step refuses it before running, and it is moved and taken
+    one, reference = make_trainer("float64", None), make_trainer("float64", None)
+    batch = (X[:16], y[:16])
+    here = [jax.device_put(a, one.backend.device) for a in batch]
+    there = [jax.device_put(a, jax.devices()[2]) for a in batch]
+    result["train_step_devices"] = {
+        "losses": [one.train_step(*b) for b in (here, here, there, here)],
+        "reference": [reference.train_step(*batch) for _ in range(4)],
+        "specialized": one._specialized is not None,
+    }
+    result["train_step_devices"]["rel_error"] = rel_error(one, reference)
     # a batch_size that does not split over 4 devices
     try:
         four.fit(X, y, epochs=1, batch_size=30, progress=False)

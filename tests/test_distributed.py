@@ -114,6 +114,15 @@ def test_evaluate_predict_and_train_step_are_global(single):
     assert single["train_step_rel_error"] <= 1e-12
 
 
+def test_train_step_takes_a_batch_on_another_device(single):
+    """After batches on the trainer's device, one committed to another device is moved and taken:
+    the same losses and parameters as the same batches from the host."""
+    run = single["train_step_devices"]
+    assert run["specialized"]
+    np.testing.assert_allclose(run["losses"], run["reference"], rtol=1e-12)
+    assert run["rel_error"] <= 1e-12
+
+
 def test_batch_size_not_divisible_by_devices_is_a_clear_error(single):
     message = single["batch_error"]
     assert message is not None

@@ -178,3 +178,102 @@ def test_labels_out_of_range_are_named_without_the_finiteness_check(backend, bad
     with pytest.raises(ValueError, match="y has labels out of range"):
         t.train_step(t.backend.asarray(X), t.backend.asarray(y.astype(np.int32)))
     assert t.steps == 0
+
+
+def _device_batches(trainer: Trainer, loss: str = "softmax_cross_entropy", count: int = 3) -> list[tuple]:
+    """Batches of the backend's arrays, X in its dtype and the labels as the backend makes them:
+    what a loop over data already on the device passes (on JAX, the step is then compiled for them)."""
+    backend = trainer.backend
+    return [tuple(backend.asarray(a) for a in _data(loss, seed=seed)) for seed in range(count)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared_error"])
+def test_a_loop_over_device_batches_equals_the_checked_steps(backend, loss):
+    """Batches already on the device (on JAX run by the step compiled for their signature, with no
+    Python check per call) give the losses and parameters of the same batches from the host."""
+    on_device, from_host = _trainer(backend, loss), _trainer(backend, loss)
+    batches = _device_batches(on_device, loss, count=4)
+    for X, y in batches:
+        host = [on_device.backend.to_numpy(a) for a in (X, y)]
+        assert on_device.train_step(X, y) == pytest.approx(from_host.train_step(*host), rel=1e-6)
+    for a, b in zip(_host(on_device), _host(from_host)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert on_device.steps == from_host.steps == 4
+    if backend == "jax":
+        assert on_device._specialized is not None  # the loop ran the compiled fast path
+        assert from_host._specialized is None  # host arrays always go through the checks
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_after_device_batches_any_other_batch_is_still_checked(backend):
+    """Once a loop over device batches runs without per-call checks, a batch of another shape or
+    dtype, labels out of range (also int64 labels from the host that would wrap into int32 range)
+    and non-finite values still get their checks and errors, and refused batches change nothing."""
+    t = _trainer(backend)
+    (X, y), *_ = batches = _device_batches(t)
+    for batch in batches:
+        t.train_step(*batch)
+    xp, before = t.backend.xp, _host(t)
+    with pytest.raises(ValueError, match="X has 4 features, but the network expects 5"):
+        t.train_step(X[:, :4], y)
+    with pytest.raises(TypeError, match="y must hold integer class labels"):
+        t.train_step(X, xp.astype(y, t.backend.dtype))
+    with pytest.raises(ValueError, match="y has labels out of range"):
+        t.train_step(X, xp.where(y == 1, y + 3, y))
+    wrapping = np.asarray(t.backend.to_numpy(y), dtype=np.int64) + 2**32  # in range once wrapped to int32
+    with pytest.raises(ValueError, match="y has labels out of range"):
+        t.train_step(X, wrapping)
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        t.train_step(xp.where(X > 1.0, xp.nan, X), y)
+    assert t.steps == 3
+    for a, b in zip(before, _host(t)):
+        np.testing.assert_array_equal(a, b)
+    loss = t.train_step(X[:5, :], y[:5])  # a partial batch, then the full one again
+    assert np.isfinite(loss) and np.isfinite(t.train_step(X, y)) and t.steps == 5
+
+
+def test_a_replaced_step_or_a_new_scaling_is_used_by_the_next_device_batch():
+    """The fast path belongs to the step it was compiled from and to unscaled batches: replacing
+    ``trainer.step`` or setting ``scaling`` takes effect on the next call."""
+    pytest.importorskip("jax")
+    from backprop.training.scaling import Scaling
+    from backprop.training.trainer import compiled_step
+
+    t = _trainer("jax")
+    (X, y), *_ = batches = _device_batches(t)
+    for batch in batches:
+        t.train_step(*batch)
+    t.step = compiled_step(t.model, t.optimizer, t.backend, check_finite=False)
+    nan_X = t.backend.xp.where(X > 1.0, t.backend.xp.nan, X)
+    assert np.isnan(t.train_step(nan_X, y))  # the unchecked step took it
+    scaled, reference = _trainer("jax"), _trainer("jax")
+    for batch in batches:
+        scaled.train_step(*batch)
+        reference.train_step(*batch)
+    host_X = t.backend.to_numpy(X)
+    scaling = Scaling.of(host_X.mean(axis=0), host_X.std(axis=0))
+    scaled.scaling = scaling
+    loss = scaled.train_step(X, y)
+    expected = reference.train_step(scaling.inputs(np, host_X.astype(np.float64)).astype(np.float32), y)
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_specialize_refuses_other_signatures_before_running():
+    """`Backend.specialize` on JAX: the function compiled for its arguments, refusing other shapes
+    and dtypes with a TypeError before running (donated arguments stay valid); None elsewhere."""
+    pytest.importorskip("jax")
+    backend = get_backend("jax")
+    xp = backend.xp
+    double = backend.jit(lambda a, b: (2 * a, a + b), donate_argnums=(0,))
+    a, b = backend.asarray(np.ones((2, 3))), backend.asarray(np.arange(6.0).reshape(2, 3))
+    compiled = backend.specialize(double, a, b)
+    for bad in (xp.ones((3, 3), dtype=backend.dtype), xp.ones((2, 3), dtype=xp.float16)):
+        with pytest.raises(TypeError):
+            compiled(a, bad)
+        assert not a.is_deleted()
+    twice, total = compiled(a, b)
+    np.testing.assert_array_equal(backend.to_numpy(twice), 2.0)
+    np.testing.assert_array_equal(backend.to_numpy(total), np.arange(6.0).reshape(2, 3) + 1)
+    assert backend.specialize(lambda a: a, a) is None  # not a function jax.jit made
+    assert get_backend("numpy").specialize(double, a, b) is None

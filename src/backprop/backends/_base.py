@@ -111,6 +111,8 @@ class Backend:
     _jit: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
     _synchronize: Callable[..., None] | None = dataclasses.field(default=None, repr=False)
     _select: Callable[[Any, Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
+    _specialize: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+    _move: Callable[[Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
     inplace: Any = dataclasses.field(default=None, repr=False)
 
     def asarray(self, x: Any, dtype: Any = None):
@@ -127,6 +129,8 @@ class Backend:
                 dtype = self.dtype
             elif isinstance(dtype, str):
                 dtype = getattr(self.xp, dtype)
+            if self._move is not None and device_of(x) != self.device:  # where xp.asarray cannot move it
+                x = self._move(x, self.device)
             return self.xp.asarray(x, dtype=dtype, device=self.device)
         host = to_host(x)
         if dtype is None and host.dtype.kind == "f":
@@ -150,6 +154,16 @@ class Backend:
     def jit(self, fn: Callable, **kwargs) -> Callable:
         """``fn`` compiled where the backend can (``jax.jit(fn, **kwargs)`` on JAX), else ``fn``."""
         return fn if self._jit is None else self._jit(fn, **kwargs)
+
+    def specialize(self, fn: Callable, *args: Any, **kwargs: Any) -> Callable | None:
+        """``fn``, a `jit`-compiled function, compiled ahead of time for exactly these arguments
+        (JAX's ``fn.lower(*args, **kwargs).compile()``; keyword arguments are ``fn``'s static ones):
+        a callable of the positional arguments that refuses, with a TypeError or ValueError raised
+        before anything runs, arguments of another structure, shape, dtype or device — a check made
+        by the library itself, in compiled code, not per call in Python.  Arrays of another library
+        may be converted by it (NumPy int64 into int32, say): callers pass only arrays of the
+        types it was compiled with.  None where the backend compiles nothing."""
+        return None if self._specialize is None else self._specialize(fn, *args, **kwargs)
 
     def select(self, pred: Any, if_true: Any, if_false: Any) -> Any:
         """``if_true`` where the 0-d boolean ``pred`` holds, else ``if_false`` (nested tuples of arrays).

@@ -87,6 +87,9 @@ def load(device: str | None, dtype: str) -> Backend:
     def select(pred, if_true, if_false):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), if_true, if_false)
 
+    def specialize(fn, *args, **kwargs):  # a function jax.jit made (it lowers), else None
+        return fn.lower(*args, **kwargs).compile() if hasattr(fn, "lower") else None
+
     return Backend(
         name="jax",
         xp=jnp,
@@ -100,6 +103,8 @@ def load(device: str | None, dtype: str) -> Backend:
         _jit=jax.jit,
         _synchronize=synchronize,
         _select=select,
+        _specialize=specialize,
+        _move=jax.device_put,  # jnp.asarray(x, device=...) refuses an array committed to another device
     )
 
 

@@ -99,7 +99,7 @@ def run_cell(
                 skipped.append(_skipped(cell, c.name.split("@")[0], exc))
         if not ready:
             return [], skipped
-        timings = measure(ready, budget_s=budget_s, min_rounds=min_rounds, warmup=1)
+        timings = measure(ready, budget_s=budget_s, min_rounds=min_rounds, warmup=2)
         rows = _best_floor(
             [result_row(cell, backend, c.name, timings[c.name], c.flops, c.info, c.ran_with()) for c in ready]
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,13 +64,13 @@ class Contender:
         return self.threads() if self.threads is not None else None
 
     def warmup(self, calls: int = 2) -> float:
-        """Run ``calls`` steps (the first compiles on JAX); returns the seconds of the last one."""
-        seconds = 0.0
+        """Run ``calls`` steps (the first compiles on JAX); returns the seconds of the fastest one."""
+        seconds = math.inf
         with threads.running_at(self.blas_threads):
             for _ in range(max(1, calls)):
                 start = time.perf_counter()
                 self.step()
-                seconds = time.perf_counter() - start
+                seconds = min(seconds, time.perf_counter() - start)
         return seconds
 
     def release(self) -> None:

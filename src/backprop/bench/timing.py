@@ -17,7 +17,8 @@ class Timing:
     """Per-step seconds of one contender in one cell: the statistics over rounds.
 
     A round is ``iterations`` consecutive synchronised steps (more than one only for steps
-    shorter than ``min_round_s``), its time divided by ``iterations``.
+    shorter than ``min_round_s``), its time divided by ``iterations``; every contender of a cell
+    runs the same count (`measure`).
     """
 
     median: float
@@ -68,13 +69,18 @@ def measure(
     run interleaved — one round of each contender in turn, the order rotated every time — until
     ``budget_s`` seconds of rounds have passed and every contender has ``min_rounds`` rounds
     (a slow cell overruns the budget rather than report fewer), or all reach ``max_rounds``.
+    Every contender's round has the same number of steps, enough for the slowest one's (its
+    fastest warmup step) to last ``min_round_s``: the first step of a round follows another
+    contender's work (cold caches, threads asleep), and each contender then pays that for the
+    same share of its steps.
     """
-    warmup_s, iterations = {}, {}
+    warmup_s, fastest = {}, {}
     for c in contenders:
         start = time.perf_counter()
-        last = c.warmup(warmup)
+        fastest[c.name] = c.warmup(warmup)
         warmup_s[c.name] = time.perf_counter() - start
-        iterations[c.name] = max(1, min(1000, math.ceil(min_round_s / max(last, 1e-9))))
+    count = max(1, min(1000, math.ceil(min_round_s / max(max(fastest.values(), default=0.0), 1e-9))))
+    iterations = dict.fromkeys(fastest, count)
     times = _timed_rounds(list(contenders), iterations, budget_s, min_rounds, max_rounds)
     return {c.name: Timing.of(times[c.name], iterations[c.name], warmup_s[c.name]) for c in contenders}
 

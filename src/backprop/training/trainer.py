@@ -22,9 +22,11 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import array_api_compat.numpy as npx
 import numpy as np
+from array_api_compat import device as device_of
 
 from ..backends import get_backend, threads, to_host
 from ..core.losses import labels_in_range, one_hot
@@ -95,8 +97,10 @@ class _StepKey:
 
 
 def compiled_step(model: MLP, optimizer, backend, check_finite: bool = True) -> Callable:
-    """The compiled step ``(params, state, X, Y) -> (params, state, stats)``, where ``stats`` is one
-    array [loss, correct, ok] (ok 1 or 0): one output, one transfer to the host, instead of three.
+    """The compiled step ``(params, state, X, Y, W=None, count_correct=True) -> (params, state,
+    stats)``, where ``stats`` is one array [loss, correct, ok] (ok 1 or 0): one output, one
+    transfer to the host, instead of three.  Without ``count_correct`` (a static argument: one
+    compilation each) the correct rows are not counted (correct = 0).
 
     Y: the encoded targets (n, n_outputs), or for the softmax cross-entropy the integer class
     labels (n,), one-hot encoded inside the step; labels out of range refuse the step (ok = 0),
@@ -115,14 +119,16 @@ def _cached_step(key: _StepKey) -> Callable:
 
 
 def _plain_step(model: MLP, optimizer, xp) -> Callable:
-    """The step without safeguards, pure: ``(params, state, X, Y, W=None) -> (params, state, loss,
-    correct)``; W: None or the rows' sample weights (`MLP.value_and_grad`)."""
+    """The step without safeguards, pure: ``(params, state, X, Y, W=None, count_correct=True) ->
+    (params, state, loss, correct)``; W: None or the rows' sample weights (`MLP.value_and_grad`);
+    correct is 0 without ``count_correct``."""
     link = model.loss_layer
 
-    def step(params, state, X, Y, W=None):
+    def step(params, state, X, Y, W=None, count_correct=True):
         loss, grads, intermediates = model.value_and_grad(xp, params, X, Y, W)
         params, state = optimizer.update(params, grads, state)
-        correct = link.count_correct(xp, intermediates.H[-1], Y) if link.classification else loss * 0
+        count = link.classification and count_correct
+        correct = link.count_correct(xp, intermediates.H[-1], Y) if count else loss * 0
         return params, state, loss, correct
 
     return step
@@ -131,11 +137,12 @@ def _plain_step(model: MLP, optimizer, xp) -> Callable:
 def _pure_step(model: MLP, optimizer, backend) -> Callable:
     """The step as a pure function that refuses a non-finite update (the loss or the new
     parameters): it returns ``ok`` and the old params and state then; ``active`` (a 0-d bool)
-    can veto the update, as ``ok`` does; ``W``: None or the rows' sample weights."""
+    can veto the update, as ``ok`` does; ``W``: None or the rows' sample weights; correct is 0
+    without ``count_correct``."""
     xp, plain = backend.xp, _plain_step(model, optimizer, backend.xp)
 
-    def step(params, state, X, Y, active=None, W=None):
-        new_params, new_state, loss, correct = plain(params, state, X, Y, W)
+    def step(params, state, X, Y, active=None, W=None, count_correct=True):
+        new_params, new_state, loss, correct = plain(params, state, X, Y, W, count_correct)
         ok = xp.isfinite(loss + _finite_probe(xp, new_params))
         keep = ok if active is None else ok & active
         params, state = backend.select(keep, (new_params, new_state), (params, state))
@@ -148,20 +155,20 @@ def _build_step(model: MLP, optimizer, backend, check_finite: bool = True) -> Ca
     pure, plain, xp = _pure_step(model, optimizer, backend), _plain_step(model, optimizer, backend.xp), backend.xp
     n_outputs = model.layer_sizes[-1]
 
-    def step(params, state, X, Y, W=None):
+    def step(params, state, X, Y, W=None, count_correct=True):
         valid = None
         if Y.ndim == 1:  # integer class labels (the shape is static: one compilation each)
             valid = labels_in_range(xp, Y, n_outputs) if check_finite else None
             Y = one_hot(xp, Y, n_outputs, X.dtype)
         if check_finite:
-            params, state, loss, correct, ok = pure(params, state, X, Y, active=valid, W=W)
+            params, state, loss, correct, ok = pure(params, state, X, Y, valid, W, count_correct)
             ok = ok if valid is None else ok & valid
         else:
-            params, state, loss, correct = plain(params, state, X, Y, W)
+            params, state, loss, correct = plain(params, state, X, Y, W, count_correct)
             ok = xp.asarray(True)
         return params, state, xp.stack([loss, xp.astype(correct, loss.dtype), xp.astype(ok, loss.dtype)])
 
-    return backend.jit(step, donate_argnums=(0, 1))
+    return backend.jit(step, donate_argnums=(0, 1), static_argnames=("count_correct",))
 
 
 MAX_SCAN_BYTES = 1 << 28  # the data of whole compiled epochs are staged on the device: at most 256 MiB
@@ -322,6 +329,17 @@ def _callbacks(callbacks) -> list[Callback]:
     return callbacks
 
 
+class _Specialized(NamedTuple):
+    """`Trainer.train_step`'s fast path: the trainer's step (``source``) compiled ahead of time
+    (``step``, `Backend.specialize`) for one signature of (X, y), arrays of types ``X_type`` and
+    ``y_type``."""
+
+    source: Callable
+    X_type: type
+    y_type: type
+    step: Callable
+
+
 class Trainer:
     """Train an `MLP` with an optimizer from `backprop.optim`.
 
@@ -380,6 +398,7 @@ class Trainer:
             raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
         self.check_finite = bool(check_finite)
         self._input_kinds: dict = {}  # `_step_inputs`: (type, shape, dtype) of X and y -> what they are
+        self._specialized: _Specialized | None = None  # `train_step`'s step for the last batches' signature
         self.scaling = scaling
         fused_step = self.parallel is None and fused.supports(self.backend, self.optimizer)
         if fused_step:
@@ -405,6 +424,7 @@ class Trainer:
             model = self.model
             value.check(model.layer_sizes[0], model.layer_sizes[-1], not model.loss_layer.classification)
         self._scaling = value
+        self._specialized = None  # the batches are scaled from now: checked by `_step_inputs`
 
     @property
     def blas_threads(self) -> int | None:
@@ -552,17 +572,15 @@ class Trainer:
         were: the inputs are then examined, and a ValueError names X or y and the problem (NaN,
         values too large for the dtype, labels out of range), else `TrainingDivergedError`.
         With ``Trainer(check_finite=False)`` no step is refused (see `Trainer`).
+
+        On JAX, batches of the backend's arrays that the step takes as they are (X in the
+        backend's dtype on its device; labels, or targets in its dtype) run the step compiled ahead
+        of time for their shapes and dtypes (`Backend.specialize`), which checks that metadata
+        itself: a loop over such batches runs no Python check per call.
         """
-        X, Y = self._step_inputs(X_batch, y_batch)
-        step, params, state = self.step, self._params, self.opt_state
-        try:
-            if type(step) is fused.FusedStep:  # the loss is all it returns: no need to count the correct rows
-                self._params, self.opt_state, stats = step(params, state, X, Y, count_correct=False)
-            else:
-                self._params, self.opt_state, stats = step(params, state, X, Y)
-        except IndexError:  # labels far out of range, met by the NumPy step's one-hot gather
-            self._check_data(X_batch, y_batch)
-            raise
+        stats = self._specialized_step(X_batch, y_batch)
+        if stats is None:
+            stats = self._checked_step(X_batch, y_batch)
         self._handed = None
         loss, _, ok = to_host(stats).tolist()
         if not ok:
@@ -571,15 +589,47 @@ class Trainer:
         self.steps += 1
         return loss
 
+    def _specialized_step(self, X, y):
+        """The stats of the step on (X, y) run by `_Specialized` when X and y are arrays of the
+        types it was compiled for; None, with nothing run, otherwise or when it refuses their
+        shapes, dtypes or device (as it does before running anything)."""
+        fast = self._specialized
+        if fast is None or type(X) is not fast.X_type or type(y) is not fast.y_type or fast.source is not self.step:
+            return None
+        try:  # no reference to the old parameters outlives the call: they are freed while the step runs
+            self._params, self.opt_state, stats = fast.step(self._params, self.opt_state, X, y)
+        except (TypeError, ValueError):  # another signature: `_checked_step` checks it
+            return None
+        return stats
+
+    def _checked_step(self, X_batch, y_batch):
+        """The stats of the step on (X, y) checked by `_step_inputs`; when those are arrays the step
+        takes as they are, the step is then specialised to their signature for the next calls."""
+        X, Y, as_given = self._step_inputs(X_batch, y_batch)
+        step = self.step
+        try:
+            if self.parallel is None:  # the loss is all it returns: no need to count the correct rows
+                self._params, self.opt_state, stats = step(self._params, self.opt_state, X, Y, count_correct=False)
+            else:
+                self._params, self.opt_state, stats = step(self._params, self.opt_state, X, Y)
+        except IndexError:  # labels far out of range, met by the NumPy step's one-hot gather
+            self._check_data(X_batch, y_batch)
+            raise
+        if as_given and self.parallel is None:
+            specialized = self.backend.specialize(step, self._params, self.opt_state, X, Y, count_correct=False)
+            self._specialized = None if specialized is None else _Specialized(step, type(X), type(Y), specialized)
+        return stats
+
     def _step_inputs(self, X, y):
-        """(X, Y) for one `train_step`, checked from their metadata only and moved to the device:
-        Y the integer labels themselves for the softmax cross-entropy (encoded by the step;
-        their range checked here unless the compiled step checks it: labels on the device).
+        """(X, Y, as_given) for one `train_step`: X and Y checked from their metadata only and moved
+        to the backend's device, Y the integer labels themselves for the softmax cross-entropy (encoded by
+        the step; their range checked here unless the compiled step checks it: labels on the
+        device); as_given: whether they are X and y themselves, taken by the step as they are.
         What the metadata say is remembered per (type, shape, dtype) of X and y, so a loop over
         batches of one shape checks them once."""
         if self.parallel is not None or self._scaling is not None:  # batches placed, or scaled, as in fit
             X, Y = self._check_data(X, y)
-            return self.backend.asarray(X), self.backend.asarray(Y)
+            return self.backend.asarray(X), self.backend.asarray(Y), False
         try:
             key = (type(X), X.shape, X.dtype, type(y), y.shape, y.dtype)
         except AttributeError:  # lists, ...: checked every time
@@ -592,15 +642,17 @@ class Trainer:
                     self._input_kinds.clear()
                 self._input_kinds[key] = kind
         backend = self.backend
+        if kind == "ready" and device_of(X) == backend.device and device_of(y) == backend.device:
+            return X, y, True
         if kind == "targets":
             Y = self._on_device(y)
-            return self._on_device(X), Y if len(Y.shape) == 2 else backend.xp.reshape(Y, (Y.shape[0], 1))
+            return self._on_device(X), Y if len(Y.shape) == 2 else backend.xp.reshape(Y, (Y.shape[0], 1)), False
         on_host = kind == "host labels"
         if on_host:
             y = np.asarray(y)
         if not self._step_refuses_labels(on_host):
             check_label_range(y, self.model.layer_sizes[-1], np if on_host else backend.xp)
-        return self._on_device(X), y if backend.is_native(y) else backend.asarray(y)
+        return self._on_device(X), backend.asarray(y), False
 
     def _step_refuses_labels(self, on_host: bool) -> bool:
         """Whether the step itself refuses integer labels out of range, so `train_step` need not
@@ -615,16 +667,20 @@ class Trainer:
         return not on_host
 
     def _input_kind(self, X, y) -> str:
-        """What `train_step` does with (X, y), from their metadata (which it checks): "host labels",
-        "device labels" (integer labels, on the host or a backend array) or "targets"."""
+        """What `train_step` does with (X, y), from their metadata (which it checks): "ready" (the
+        backend's arrays that go to the step as they are when X is on the backend's device: X in
+        the backend's dtype, y targets in it or labels the step refuses itself when out of range),
+        else "host labels", "device labels" (integer labels, on the host or a backend array) or "targets"."""
         model, backend = self.model, self.backend
         matrix_metadata(X, model.layer_sizes[0])
         _, labels = targets_metadata(model.loss_layer, y, X.shape[0], model.layer_sizes[-1])
+        native = backend.is_native(X) and backend.is_native(y) and X.dtype == backend.dtype
         if not labels:
-            return "targets"
-        if not backend.is_native(y) or isinstance(y, np.ndarray):
-            return "host labels"
-        return "device labels"
+            return "ready" if native and len(y.shape) == 2 and y.dtype == backend.dtype else "targets"
+        on_host = isinstance(y, np.ndarray) or not backend.is_native(y)
+        if native and self._step_refuses_labels(on_host):
+            return "ready"
+        return "host labels" if on_host else "device labels"
 
     def _on_device(self, A):
         """Floating ``A`` as the backend's array in its dtype; a conversion that overflows gives ±inf,
