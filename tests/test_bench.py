@@ -110,6 +110,28 @@ def test_measure_interleaves_and_reports_the_median():
     assert measured[:4] == ["a", "b", "b", "a"]  # interleaved, order rotated every round
 
 
+def test_every_contender_runs_rounds_of_the_same_length():
+    """Rounds have as many steps for every contender of a cell, enough for the slowest one's fastest
+    warm-up step (not its last: the first steps are slow) to fill min_round_s."""
+    import time
+
+    def contender(name, seconds, first=0.0):
+        calls = []
+
+        def step():
+            time.sleep(first if not calls else seconds)
+            calls.append(name)
+
+        return bench.Contender(name, bench.NETWORKS["seed"], 1, bench.load_backend("numpy"), step), calls
+
+    (fast, fast_calls), (slow, slow_calls) = contender("fast", 0.0), contender("slow", 0.002, first=0.05)
+    timings = bench.measure([fast, slow], budget_s=0.0, min_rounds=2, max_rounds=2, warmup=2, min_round_s=0.01)
+    count = timings["fast"].iterations
+    assert count == timings["slow"].iterations
+    assert 2 <= count <= 5  # ceil(10 ms / ~2 ms, sleeping at least that long), not 1 from the 50 ms first step
+    assert len(fast_calls) == len(slow_calls) == 2 + 2 * count  # the warm-up steps, then two rounds each
+
+
 # -- backprop bench ----------------------------------------------------------------------------
 def test_cli_bench_writes_json_table_and_plot(tmp_path, capsys):
     backends = _available_selected()
