@@ -170,10 +170,7 @@ def build_backprop(
     threads.libraries()  # found once per process: not the step's memory
     memory = StepMemory(backend)
     try:
-        trainer = Trainer(
-            network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed, blas_threads=blas_threads
-        )
-        fused = trainer.step if isinstance(trainer.step, FusedStep) else None
+        trainer, chosen_threads = _library_trainer(network, batch, backend, optimizer, seed, blas_threads)
         _, X, Y = trainer.model.prepare(trainer.params, *make_data(network, batch, seed))
         box = {"params": trainer.params, "state": trainer.opt_state}
         trainer.params = trainer.opt_state = None  # donated on JAX: only the returned ones are valid
@@ -195,8 +192,20 @@ def build_backprop(
         step_flops(network.layer_sizes, batch),
         info=info,
         close=box.clear,
-        threads=(lambda: fused.threads(batch)) if fused is not None else None,
+        threads=chosen_threads,
     )
+
+
+def _library_trainer(
+    network: Network, batch: int, backend: Backend, optimizer: str, seed: int, blas_threads: int | None
+) -> tuple[Trainer, Callable[[], int | None] | None]:
+    """The Trainer that the library's contenders step, and the ``threads()`` of their report: the
+    BLAS thread count its fused step chose for ``batch`` (None where the step is not the fused one)."""
+    trainer = Trainer(
+        network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed, blas_threads=blas_threads
+    )
+    fused = trainer.step if isinstance(trainer.step, FusedStep) else None
+    return trainer, (lambda: fused.threads(batch)) if fused is not None else None
 
 
 def _step_memory(memory: StepMemory, step: Callable, box: dict, network: Network, X, Y) -> dict:
@@ -219,14 +228,12 @@ def build_train_step(
     blas_threads: int | None = None,
 ) -> Contender:
     """`Trainer.train_step(X, y)` as a user's own loop calls it: the raw batch (X and integer labels
-    or targets, on the backend's device) checked, encoded and stepped per call, the loss read back.
-    Beside ``backprop`` (the same step fed prepared arrays), its ratio is what the per-call checks cost."""
-    trainer = Trainer(
-        network.model(), make_optimizer(optimizer, network), backend=backend, seed=seed, blas_threads=blas_threads
-    )
+    or targets, on the backend's device) checked (on JAX by the step compiled for its signature),
+    encoded and stepped per call, the loss read back.  Beside ``backprop`` (the same step fed
+    prepared arrays), its ratio is what `train_step` adds per call."""
+    trainer, chosen_threads = _library_trainer(network, batch, backend, optimizer, seed, blas_threads)
     X, y = make_data(network, batch, seed)
     X, y = backend.asarray(X), backend.asarray(y)
-    fused = trainer.step if isinstance(trainer.step, FusedStep) else None
     return Contender(
         "train_step",
         network,
@@ -235,7 +242,7 @@ def build_train_step(
         lambda: trainer.train_step(X, y),
         lambda: _params_on_host(backend, trainer.params),
         step_flops(network.layer_sizes, batch),
-        threads=(lambda: fused.threads(batch)) if fused is not None else None,
+        threads=chosen_threads,
     )
 
 

@@ -686,9 +686,7 @@ class Trainer:
         """Floating ``A`` as the backend's array in its dtype; a conversion that overflows gives ±inf,
         which the step refuses (and `train_step` then names)."""
         backend = self.backend
-        if backend.is_native(A) and A.dtype == backend.dtype and getattr(A, "device", None) == backend.device:
-            return A  # already there
-        if backend.is_native(A) and type(A) is not np.ndarray:
+        if backend.is_native(A) and type(A) is not np.ndarray:  # (already there: asarray returns A itself)
             return backend.asarray(A)  # nothing converted on the host
         with np.errstate(over="ignore"):
             return backend.asarray(A)
