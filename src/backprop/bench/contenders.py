@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend, threads, to_host
+from ..backends import Backend, one_call_logistic, threads, to_host
 from ..core.tree import tree_leaves
 from ..gradcheck import reference_loss
 from ..training.fused import FusedStep
@@ -168,6 +168,8 @@ def build_backprop(
     own params and state; on NumPy and CuPy ``info["memory"]`` compares the step's peak memory with
     what a step needs (`needed_bytes`).  ``threads()``: the BLAS thread count its step chose (NumPy)."""
     threads.libraries()  # found once per process: not the step's memory
+    if backend.inplace is not None:
+        one_call_logistic(backend.inplace)  # imported once per process (SciPy's expit): not the step's memory
     memory = StepMemory(backend)
     try:
         trainer, chosen_threads = _library_trainer(network, batch, backend, optimizer, seed, blas_threads)
