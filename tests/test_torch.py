@@ -335,20 +335,46 @@ def test_the_logistic_derivative_is_one_kernel_on_torch_only(cpu):
     np.testing.assert_allclose(Dt.numpy(), D * H * (1.0 - H), rtol=1e-15)
 
 
-def test_a_contiguous_batch_is_read_where_it_is(cpu):
-    """The fused step reads a C-contiguous tensor batch of its dtype in place (no copy into its buffer)
-    and copies any other; both give the same step."""
+def test_the_batch_is_copied_beside_its_column_of_ones_on_the_cpu(cpu):
+    """On torch's CPU the products take the bias, so every batch, a C-contiguous one of the step's
+    dtype included, is copied into the plan's [H_0 1] (never written itself); the same step either way."""
     model = MLP([4, 6, 3], activation="sigmoid", loss="softmax_cross_entropy")
     X = torch.randn(8, 4, dtype=torch.float32)
     Y = torch.nn.functional.one_hot(torch.arange(8) % 3, 3).to(torch.float32)
     runs = []
     for batch in (X, X.T.contiguous().T):  # the same values, the second not C-contiguous
+        kept = batch.clone()
         t = Trainer(model, optim.SGD(0.1), backend=get_backend("torch", device="cpu", dtype="float32"), seed=0)
         t.params, t.opt_state, _ = t.step(t.params, t.opt_state, batch, Y)
         runs.append([to_host(a).copy() for layer in t.params for a in layer])
-        H0 = t.step._plan(8).H[0]  # the plan's batch buffer
-        H0.fill_(float("nan"))
+        plan = t.step._plan(8)
+        plan.H[0].fill_(float("nan"))
         t.step(t.params, t.opt_state, batch, Y)
-        assert torch.isnan(H0).all() if batch.is_contiguous() else torch.equal(H0, X)
+        assert torch.equal(plan.H[0], X) and torch.equal(plan.H1[0][:, -1], torch.ones(8))
+        assert torch.equal(batch, kept)
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_products_take_the_bias_on_the_cpu():
+    """On torch's CPU each layer's input H_l is the first columns of [H_l 1], and one product gives
+    Z_l = [H_l 1] Θ_l and another dΘ_l = [H_l 1]ᵀ δ_l; NumPy keeps separate bias passes.  Both
+    train a deeper network to the same parameters."""
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(30, 5)), rng.integers(0, 3, size=30)
+    params = {}
+    for name in ("torch", "numpy"):
+        model = MLP([5, 7, 6, 3], activation="tanh", loss="softmax_cross_entropy")
+        trainer = Trainer(model, optim.SGD(0.2), backend=get_backend(name, dtype="float64"), seed=0)
+        trainer.fit(X, y, epochs=4, batch_size=10, progress=False)
+        plan = trainer.step._plan(10)
+        if name == "torch":
+            for l in (0, 1, 2):
+                assert plan.H1[l].shape == (10, model.layer_sizes[l] + 1)
+                assert plan.H[l].data_ptr() == plan.H1[l].data_ptr()  # H_l is a view of [H_l 1]
+                assert torch.equal(plan.H1[l][:, -1], torch.ones(10, dtype=torch.float64))
+        else:
+            assert plan.H1 == [None, None, None]
+        params[name] = [to_host(a) for layer in trainer.params for a in layer]
+    for a, b in zip(params["torch"], params["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

@@ -97,6 +97,14 @@ class InPlace:
 
     def __init__(self, torch, device):
         self.torch, self.device = torch, device
+        on_cpu = device.type == "cpu"
+        # the fused step's products take the bias in a column of ones ([H 1] Θ, [H 1]ᵀ δ): on the CPU
+        # (MKL) faster than the products of H alone and the bias passes; on a GPU not measured, so not
+        # used (see `backprop.training.fused`)
+        self.bias_in_products = on_cpu
+        # a 0-d result is read as a Python number at no cost on the CPU, and arithmetic on numbers
+        # costs less than torch's on 0-d tensors; on a GPU each read waits for the device
+        self.host_scalars = on_cpu
         self.float32, self.float64, self.intp, self.bool_ = torch.float32, torch.float64, torch.int64, torch.bool
         # the same calls under NumPy's names (a tensor first, or a scalar that torch accepts there)
         self.add, self.subtract, self.multiply, self.divide = torch.add, torch.sub, torch.mul, torch.div

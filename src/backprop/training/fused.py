@@ -1,8 +1,8 @@
 """The training step fused into preallocated buffers, for backends whose arrays can be written
-(NumPy, CuPy).
+(NumPy, CuPy, torch).
 
 `backprop.training.trainer` states the step once as pure array-API code, and JAX compiles that (XLA
-fuses the elementwise work and reuses buffers itself).  NumPy and CuPy run each operation as it
+fuses the elementwise work and reuses buffers itself).  NumPy, CuPy and torch run each operation as it
 comes, allocating its result, so for them the same step is planned once per batch size with
 every array allocated up front:
 
@@ -17,9 +17,17 @@ every array allocated up front:
                  δ_(l−1) = δ_l W_lᵀ                  (3) dH_l, written into δ_(l−1)'s buffer
                  δ_(l−1) ⊙= f′(Z_(l−1))              (4) in place, from the cached output H_l
 
-  (A column of ones appended to H_l would fold the bias into the products; BLAS runs products
-  whose inner dimension is fan_in + 1 slower, which costs more than the bias pass: see
-  docs/benchmarks.md.)
+* Where the backend's products take the bias faster than the passes above (its ``lib`` says
+  ``bias_in_products``: torch on the CPU), each layer's input H_l is the first columns of a
+  buffer [H_l 1] whose last column holds ones, and one product does each pair:
+
+      forward    Z_l = [H_l 1] Θ_l
+      backward   dΘ_l = [H_l 1]ᵀ δ_l                 (1) and (2): dW_l in the first rows, db_l = 1ᵀ δ_l in the last
+
+  The batch is then copied into [H_0 1] even when it could be read where it is: the copy costs
+  less than the first layer's bias passes.  On NumPy (OpenBLAS) the strided H_l and the inner
+  dimension fan_in + 1 cost more than the passes they save, so there H_l is a buffer of its own
+  and a C-contiguous batch is read in place (docs/benchmarks.md).
 * Activations, their derivatives, the loss layer's δ and the optimizer update run as the
   in-place forms that sit beside their math (`Activation.f_into`/``df_into``,
   `Loss.delta_kernel`, `Optimizer.inplace_step`), read off the objects.  Where an object has
@@ -74,7 +82,7 @@ from .replay import replay_if_not_finite
 
 
 def supports(backend, optimizer) -> bool:
-    """Whether `FusedStep` can run on this backend: its arrays can be written (NumPy, CuPy).  Any
+    """Whether `FusedStep` can run on this backend: its arrays can be written (NumPy, CuPy, torch).  Any
     optimizer runs: its in-place form where it has one for its own math, else its ``_step``."""
     return backend.inplace is not None
 
@@ -103,12 +111,28 @@ class EpochTotals(NamedTuple):
     bad_loss: float  # its loss (NaN if none)
 
 
+class _Layer(NamedTuple):
+    """The views of one layer's parameter block Θ = [W; b] and of its gradient block dΘ, made once."""
+
+    W: object
+    b: object
+    WT: object  # Wᵀ, for dH = δ Wᵀ
+    dW: object
+    db: object
+    theta: object  # Θ, for [H 1] Θ
+    dtheta: object  # dΘ, for [H 1]ᵀ δ
+
+    @classmethod
+    def of(cls, theta, dtheta) -> _Layer:
+        return cls(theta[:-1], theta[-1], theta[:-1].T, dtheta[:-1], dtheta[-1], theta, dtheta)
+
+
 class _Plan:
     """The per-batch-size buffers: H_l (H_0 the batch), Z_l (δ_l written over it), scratch, Y."""
 
     w = S = None  # the batch's sample weights and the weighted loss's scratch (`FusedStep._batch_weight`)
 
-    def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool):
+    def __init__(self, lib, model: MLP, n: int, dtype, fused_derivative: bool, bias_in_products: bool = False):
         self.n = n
         self.blas = None  # (the limit it was chosen under, the BLAS thread count), once chosen
         sizes = model.layer_sizes
@@ -119,7 +143,13 @@ class _Plan:
             flat = lib.empty(n * max(hidden, default=0), dtype=dtype)
             self.T = [flat[: n * h].reshape(n, h) for h in hidden]
         self.H = [lib.empty((n, fan_in), dtype=dtype) for fan_in in sizes[:-1]]
+        self.H1 = [None] * len(self.H)  # [H_l 1] where the products take the bias (``bias_in_products``)
+        if bias_in_products:  # H_l is a view of the first columns; the last stays ones
+            for l in range(len(self.H)):
+                self.H1[l] = lib.ones((n, sizes[l] + 1), dtype=dtype)
+                self.H[l] = self.H1[l][:, :-1]
         self.HT = [H.T for H in self.H]
+        self.H1T = [None if H1 is None else H1.T for H1 in self.H1]
         self.Z = [lib.empty((n, fan_out), dtype=dtype) for fan_out in sizes[1:]]
         # δ_l is written over Z_l, except below a non-fused derivative, which still reads Z_l
         self.D = [Z if fused_derivative or l == len(self.Z) - 1 else lib.empty_like(Z) for l, Z in enumerate(self.Z)]
@@ -209,15 +239,12 @@ class FusedStep:
                 self._decay = lib.empty(self.size, dtype=self.dtype)
             self._decay_blocks, self._decay_c = self._views(self._decay)[0], None
         blocks, self._params = zip(*(self._views(b) for b in self._buffers))
-        # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer, with Θ in buffer k and dΘ in the other one, for k = 0, 1
-        self._layers = [
-            [
-                (theta[:-1], theta[-1], theta[:-1].T, dtheta[:-1], dtheta[-1])
-                for theta, dtheta in zip(blocks[k], blocks[1 - k])
-            ]
-            for k in (0, 1)
-        ]
+        # the views of each layer, with Θ in buffer k and dΘ in the other one, for k = 0, 1
+        self._layers = [[_Layer.of(theta, dtheta) for theta, dtheta in zip(blocks[k], blocks[1 - k])] for k in (0, 1)]
         self._cur = 0  # self._buffers[self._cur] holds the parameters
+        self._bias_in_products = bool(getattr(lib, "bias_in_products", False))  # see the module docstring
+        # its 0-d results read as numbers where that costs no wait for a device (NumPy, torch's CPU)
+        self._host_scalars = lib is np or bool(getattr(lib, "host_scalars", False))
         self._plans: dict[int, _Plan] = {}
         threaded = backend.name == "numpy" and lib is np and threads.libraries() != []  # a BLAS to set
         self._blas = threads.Session() if threaded else None  # this step's own (not reentrant)
@@ -326,7 +353,8 @@ class FusedStep:
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             with self._on_device():
-                plan = self._plans[n] = _Plan(self.lib, self.model, n, self.dtype, self._fused_derivative)
+                plan = _Plan(self.lib, self.model, n, self.dtype, self._fused_derivative, self._bias_in_products)
+                self._plans[n] = plan
             plan.scale = self.model.scale(n)  # the loss's factor, and δ's (× η when η rides on δ)
             plan.dscale = self._delta_lr * plan.scale
         return plan
@@ -370,19 +398,23 @@ class FusedStep:
     # -- the step --------------------------------------------------------------------------
     def _run(self, plan: _Plan, X, Y, state, t: float, count: bool, checked: bool = True, weight=None):
         """One step (the t-th, 0-based) on the batch (X, Y), X of the plan's H_0 shape and dtype
-        (only read: the plan's own H_0 in an epoch, the caller's array in a single step); returns
+        (only read: the plan's own H_0 in an epoch, and wherever the products take the bias; else
+        the caller's array in a single step); returns
         (loss, correct, ok) (correct = 0 unless ``count``).  Unless ``checked``, the step is
         taken whatever the finiteness of its loss and update (ok is True; see `_epoch`).
         ``weight``: None, or (w, scale) for sample weights (`_batch_weight`): the weighted loss
         kernel scales δ's rows, and scale = 1/Σw replaces the plan's 1/n (the L2 term's too)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
-        layers = self._layers[self._cur]  # (W_l, b_l, W_lᵀ, dW_l, db_l) per layer
+        layers = self._layers[self._cur]  # the views of Θ_l and dΘ_l (`_Layer`)
         H, HT, Z, D = (X, *plan.H[1:]), (X.T, *plan.HT[1:]), plan.Z, plan.D
+        H1, H1T = plan.H1, plan.H1T  # [H_l 1] and its transpose where the products take the bias, else None
         last, scale = len(layers) - 1, plan.scale
-        for l in range(last + 1):  # forward
-            W, b = layers[l][:2]
-            dot(H[l], W, out=Z[l])  # Z_l = H_l W_l + b_l
-            lib.add(Z[l], b, out=Z[l])
+        for l, layer in enumerate(layers):  # forward
+            if H1[l] is None:
+                dot(H[l], layer.W, out=Z[l])  # Z_l = H_l W_l + b_l
+                lib.add(Z[l], layer.b, out=Z[l])
+            else:
+                dot(H1[l], layer.theta, out=Z[l])  # Z_l = [H_l 1] Θ_l
             if l < last:
                 self._activate(Z[l], H[l + 1], plan.T[l])  # H_(l+1) = f(Z_l)
         # δ_(L−1), over Z_(L−1); for plain SGD η rides along (every gradient is linear in δ, so η δ gives η g)
@@ -392,10 +424,14 @@ class FusedStep:
             w, scale = weight
             loss, correct = self._weighted_loss(lib, Z[last], Y, scale, self._delta_lr * scale, count, plan, w)
         for l in range(last, -1, -1):  # backward
-            dot(HT[l], D[l], out=layers[l][3])  # (1): dW_l = H_lᵀ δ_l
-            dot(plan.ones, D[l], out=layers[l][4])  # (2): db_l = 1ᵀ δ_l
+            layer = layers[l]
+            if H1T[l] is None:
+                dot(HT[l], D[l], out=layer.dW)  # (1): dW_l = H_lᵀ δ_l
+                dot(plan.ones, D[l], out=layer.db)  # (2): db_l = 1ᵀ δ_l
+            else:
+                dot(H1T[l], D[l], out=layer.dtheta)  # (1) and (2): dΘ_l = [H_l 1]ᵀ δ_l
             if l > 0:
-                dot(D[l], layers[l][2], out=D[l - 1])  # (3): dH_l = δ_l W_lᵀ
+                dot(D[l], layer.WT, out=D[l - 1])  # (3): dH_l = δ_l W_lᵀ
                 self._derive(D[l - 1], H[l], plan.T[l - 1], Z[l - 1])  # (4): δ_(l−1) = dH_l ⊙ f′(Z_(l−1))
         P, G, S = self._buffers[self._cur], self._buffers[1 - self._cur], self._scratch
         penalty = 0.0
@@ -478,9 +514,10 @@ class FusedStep:
         ]
 
     def _finite(self, loss, k: int) -> bool:
-        """Whether the loss and every entry of buffer k are finite (NaN and inf propagate into a sum)."""
+        """Whether the loss and every entry of buffer k are finite (NaN and inf propagate into a sum);
+        tested on the host where reading the numbers costs nothing, else on the device, then read."""
         total = self._sums[k]()
-        if self.lib is np:
+        if self._host_scalars:
             return math.isfinite(float(loss) + float(total))
         return bool(self.lib.isfinite(loss + total))
 
@@ -495,8 +532,10 @@ class FusedStep:
         with self._quiet():
             if W is not None:
                 weight = self._batch_weight(plan, W, None)
-            H0 = plan.H[0]  # a C-contiguous batch of the step's dtype on its device is read where it is
-            if not (
+            # a C-contiguous batch of the step's dtype on its device is read where it is, unless the
+            # products take the bias ([H_0 1]: the copy costs less than the bias passes it saves)
+            H0 = plan.H[0]
+            if plan.H1[0] is not None or not (
                 self.backend.is_native(X)
                 and X.dtype == H0.dtype
                 and X.shape == H0.shape
