@@ -93,6 +93,7 @@ class InPlace:
     `backprop.backends.one_call_logistic` finds `logistic`."""
 
     __name__ = "torch"
+    MAX_FROM = 2048  # entries from which `argmax` takes torch.max's indices on the CPU
     places_arrays = True  # every array is made on ``device`` here: the fused step enters no device context
 
     def __init__(self, torch, device):
@@ -105,6 +106,7 @@ class InPlace:
         # a 0-d result is read as a Python number at no cost on the CPU, and arithmetic on numbers
         # costs less than torch's on 0-d tensors; on a GPU each read waits for the device
         self.host_scalars = on_cpu
+        self._max_from = self.MAX_FROM if on_cpu else math.inf  # see `argmax`
         self.float32, self.float64, self.intp, self.bool_ = torch.float32, torch.float64, torch.int64, torch.bool
         # the same calls under NumPy's names (a tensor first, or a scalar that torch accepts there)
         self.add, self.subtract, self.multiply, self.divide = torch.add, torch.sub, torch.mul, torch.div
@@ -180,6 +182,11 @@ class InPlace:
         return self.torch.amax(a) if axis is None else self.torch.amax(a, dim=axis, keepdim=keepdims)
 
     def argmax(self, a, axis, out=None):
+        """The index of the first largest entry along ``axis``: on the CPU, from `MAX_FROM` entries
+        on, the indices of ``torch.max`` (its reduction along rows runs up to 3× faster than
+        ``argmax``'s there; below, ``argmax`` is the faster one)."""
+        if self._max_from <= a.numel():
+            return self.torch.max(a, dim=axis, out=(self.torch.empty(0, dtype=a.dtype, device=a.device), out))[1]
         return self.torch.argmax(a, dim=axis, out=out)
 
     def count_nonzero(self, a):

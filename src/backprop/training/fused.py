@@ -24,10 +24,10 @@ every array allocated up front:
       forward    Z_l = [H_l 1] Θ_l
       backward   dΘ_l = [H_l 1]ᵀ δ_l                 (1) and (2): dW_l in the first rows, db_l = 1ᵀ δ_l in the last
 
-  The batch is then copied into [H_0 1] even when it could be read where it is: the copy costs
-  less than the first layer's bias passes.  On NumPy (OpenBLAS) the strided H_l and the inner
-  dimension fan_in + 1 cost more than the passes they save, so there H_l is a buffer of its own
-  and a C-contiguous batch is read in place (docs/benchmarks.md).
+  A batch that the step reads where it is (a C-contiguous array of its dtype on its device, in
+  a single step) is not copied for this: the first layer then adds its bias after the product.
+  On NumPy (OpenBLAS) the strided H_l and the inner dimension fan_in + 1 cost more than the
+  passes they save, so there H_l is a buffer of its own (docs/benchmarks.md).
 * Activations, their derivatives, the loss layer's δ and the optimizer update run as the
   in-place forms that sit beside their math (`Activation.f_into`/``df_into``,
   `Loss.delta_kernel`, `Optimizer.inplace_step`), read off the objects.  Where an object has
@@ -398,16 +398,19 @@ class FusedStep:
     # -- the step --------------------------------------------------------------------------
     def _run(self, plan: _Plan, X, Y, state, t: float, count: bool, checked: bool = True, weight=None):
         """One step (the t-th, 0-based) on the batch (X, Y), X of the plan's H_0 shape and dtype
-        (only read: the plan's own H_0 in an epoch, and wherever the products take the bias; else
-        the caller's array in a single step); returns
+        (only read: the plan's own H_0 in an epoch, the caller's array or H_0 in a single step); returns
         (loss, correct, ok) (correct = 0 unless ``count``).  Unless ``checked``, the step is
         taken whatever the finiteness of its loss and update (ok is True; see `_epoch`).
         ``weight``: None, or (w, scale) for sample weights (`_batch_weight`): the weighted loss
         kernel scales δ's rows, and scale = 1/Σw replaces the plan's 1/n (the L2 term's too)."""
         lib, model, dot = self.lib, self.model, self.lib.dot
         layers = self._layers[self._cur]  # the views of Θ_l and dΘ_l (`_Layer`)
-        H, HT, Z, D = (X, *plan.H[1:]), (X.T, *plan.HT[1:]), plan.Z, plan.D
-        H1, H1T = plan.H1, plan.H1T  # [H_l 1] and its transpose where the products take the bias, else None
+        Z, D = plan.Z, plan.D
+        # H_l, H_lᵀ, and [H_l 1] and its transpose where the products take the bias (else None)
+        if X is plan.H[0]:  # the plan's own batch buffer (gathered or copied into)
+            H, HT, H1, H1T = plan.H, plan.HT, plan.H1, plan.H1T
+        else:  # the caller's batch, read where it is: the first layer adds its bias itself
+            H, HT, H1, H1T = (X, *plan.H[1:]), (X.T, *plan.HT[1:]), (None, *plan.H1[1:]), (None, *plan.H1T[1:])
         last, scale = len(layers) - 1, plan.scale
         for l, layer in enumerate(layers):  # forward
             if H1[l] is None:
@@ -532,10 +535,8 @@ class FusedStep:
         with self._quiet():
             if W is not None:
                 weight = self._batch_weight(plan, W, None)
-            # a C-contiguous batch of the step's dtype on its device is read where it is, unless the
-            # products take the bias ([H_0 1]: the copy costs less than the bias passes it saves)
-            H0 = plan.H[0]
-            if plan.H1[0] is not None or not (
+            H0 = plan.H[0]  # a C-contiguous batch of the step's dtype on its device is read where it is
+            if not (
                 self.backend.is_native(X)
                 and X.dtype == H0.dtype
                 and X.shape == H0.shape
