@@ -134,6 +134,12 @@ def test_inplace_namespace_matches_numpy(cpu):
         assert lib.dot(t(a), t(b), out=out) is out
         np.testing.assert_allclose(out.numpy(), np.dot(a, b), rtol=1e-12)
     np.testing.assert_allclose(float(lib.vdot(t(A), t(A))), np.vdot(A, A), rtol=1e-12)
+    # Hᵀ δ with a narrow output from many rows: computed as (δᵀ H)ᵀ on the CPU, the same values into ``out``
+    for rows, width in ((lib.NARROW_ROWS, 10), (lib.NARROW_ROWS - 1, 10), (lib.NARROW_ROWS, 16), (lib.NARROW_ROWS, 1)):
+        H, D = rng.normal(size=(rows, 7)), rng.normal(size=(rows, width))
+        out = lib.empty((7, width), dtype="float64")
+        assert lib.dot(t(H).T, t(D), out=out) is out
+        np.testing.assert_allclose(out.numpy(), H.T @ D, rtol=1e-12)
     out = lib.empty(A.shape, dtype="float64")
     lib.subtract(1.0, t(A), out=out)  # a number first: torch.sub takes one only second
     np.testing.assert_allclose(out.numpy(), 1.0 - A)

@@ -94,6 +94,7 @@ class InPlace:
 
     __name__ = "torch"
     MAX_FROM = 2048  # entries from which `argmax` takes torch.max's indices on the CPU
+    NARROW_ROWS = 1024  # rows from which `dot` computes Aᵀ B of a narrow output as (Bᵀ A)ᵀ on the CPU
     places_arrays = True  # every array is made on ``device`` here: the fused step enters no device context
 
     def __init__(self, torch, device):
@@ -107,6 +108,7 @@ class InPlace:
         # costs less than torch's on 0-d tensors; on a GPU each read waits for the device
         self.host_scalars = on_cpu
         self._max_from = self.MAX_FROM if on_cpu else math.inf  # see `argmax`
+        self._narrow_rows = self.NARROW_ROWS if on_cpu else math.inf  # see `dot`
         self.float32, self.float64, self.intp, self.bool_ = torch.float32, torch.float64, torch.int64, torch.bool
         # the same calls under NumPy's names (a tensor first, or a scalar that torch accepts there)
         self.add, self.subtract, self.multiply, self.divide = torch.add, torch.sub, torch.mul, torch.div
@@ -166,10 +168,19 @@ class InPlace:
         dst.copy_(src)
 
     def dot(self, a, b, out=None):
-        """NumPy's dot for 1-D and 2-D operands: mm, mv (either side) or dot, into ``out``."""
+        """NumPy's dot for 1-D and 2-D operands: mm, mv (either side) or dot, into ``out``.
+
+        On the CPU, a product Aᵀ B (``a`` a transposed view) with a narrow output, 2 to 15 columns,
+        summed over `NARROW_ROWS` rows or more, is computed the other way round, Bᵀ A, and copied
+        transposed into ``out``: MKL runs it 1.2–2.7× faster so (the output layer's dΘ = [H 1]ᵀ δ of
+        a classifier; docs/benchmarks.md)."""
         torch = self.torch
         if a.ndim == 2:
-            return torch.mm(a, b, out=out) if b.ndim == 2 else torch.mv(a, b, out=out)
+            if b.ndim != 2:
+                return torch.mv(a, b, out=out)
+            if out is not None and 2 <= out.shape[1] < 16 and self._narrow_rows <= a.shape[1] and a.stride(0) == 1:
+                return out.copy_(torch.mm(b.T, a.T).T)
+            return torch.mm(a, b, out=out)
         if b.ndim == 2:
             return torch.mv(b.T, a, out=out)
         return torch.dot(a, b, out=out)
