@@ -2,9 +2,10 @@
 # The GPU check: on a CUDA machine, one command that
 #   1. installs missing pure-Python wheels from .whl/ (offline; into .whl/site, nothing else is touched),
 #   2. runs the whole test suite with BACKPROP_BACKEND=cupy, then again with BACKPROP_BACKEND=jax,
-#   3. runs the benchmark grid (backprop bench) on both backends,
-# and writes every log, bench.json, bench.txt and bench.png under $OUT (default bench-results/).
-# Each phase has its own time limit, so the whole check ends in under 8 minutes; a failing test
+#   3. runs the benchmark grid (backprop bench) on both backends and torch,
+#   4. times the torch backend's choices on CUDA (python -m backprop.bench.choices),
+# and writes every log, bench.json, bench.txt, bench.png and choices.* under $OUT (default bench-results/).
+# Each phase has its own time limit, so the whole check ends in under 10 minutes; a failing test
 # phase does not stop the benchmarks, but the script exits non-zero at the end.
 #
 #   bash benchmarks/gpu_check.sh              # on the GPU machine, from anywhere
@@ -20,7 +21,7 @@
 # Knobs (environment): EPOCH_UNROLLS (e.g. "1 8 32 128": also time JAX's whole epochs at each
 # scan unroll; off by default), PYTHON (default python), OUT, WHEELS (default .whl), TEST_TIMEOUT (150 s per
 # test run; 480 on the dry run), PYTEST_WORKERS (8 on the GPU machine, 2 on the dry run; 0 for one process),
-# BENCH_TIMEOUT (160 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS (cupy,jax,torch:
+# BENCH_TIMEOUT (160 s), CHOICES_TIMEOUT (75 s), BENCH_BUDGET (0.5 s of timed rounds per cell), BENCH_BACKENDS (cupy,jax,torch:
 # backprop's step on torch's CUDA beside torch autograd), TEST_BACKENDS ("cupy jax"; add torch for the
 # suite on torch's CUDA, another 150 s),
 # BENCH_BATCH_SIZES (1,2,32,256,2048,8192,65536), BACKPROP_MATMUL_PRECISION for the benchmarks
@@ -54,6 +55,7 @@ SITE="$ROOT/.whl/site"
 TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
 PYTEST_WORKERS="${PYTEST_WORKERS:-8}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-160}"
+CHOICES_TIMEOUT="${CHOICES_TIMEOUT:-75}"
 BENCH_BUDGET="${BENCH_BUDGET:-0.5}"
 BENCH_BACKENDS="${BENCH_BACKENDS:-cupy,jax,torch}"
 BENCH_BATCH_SIZES="${BENCH_BATCH_SIZES:-1,2,32,256,2048,8192,65536}"
@@ -168,7 +170,17 @@ phase bench "$BENCH_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PR
   --batch-sizes "$BENCH_BATCH_SIZES" --time-budget "$BENCH_BUDGET" --max-seconds "$((BENCH_TIMEOUT - 35))" \
   --out "$OUT"
 
-# 5. Optional (EPOCH_UNROLLS="1 8 32 128"): JAX's whole epochs of the 2-3-1 network at each scan
+# 5. The torch backend's ways to compute the step (`backprop.backends.torch.InPlace.CHOICES`, all off on
+#    a GPU until measured there): each flipped beside the default and torch autograd on CUDA, so the
+#    defaults can follow a measurement (choices.txt, choices.json).
+if [[ $DRY_RUN == 0 && ",$BENCH_BACKENDS," == *",torch,"* ]] \
+    && "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+  phase torch-choices "$CHOICES_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PRECISION:-highest}" \
+    "$PYTHON" -m backprop.bench.choices --device cuda --networks digits,mnist --batch-sizes 32,2048,65536 \
+    --time-budget 0.3 --out "$OUT"
+fi
+
+# 6. Optional (EPOCH_UNROLLS="1 8 32 128"): JAX's whole epochs of the 2-3-1 network at each scan
 #    unroll, to set backends.jax.UNROLL_ACCELERATOR from a measurement (2,000-step epochs).
 for unroll in ${EPOCH_UNROLLS:-}; do
   phase "epoch-unroll-$unroll" 120 env BACKPROP_EPOCH_UNROLL="$unroll" BACKPROP_BENCH_EPOCH_STEPS=2000 \

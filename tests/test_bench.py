@@ -107,7 +107,52 @@ def test_measure_interleaves_and_reports_the_median():
         assert 3 <= t.rounds <= 5 and t.iterations == 1
         assert 0 <= t.min <= t.q1 <= t.median <= t.q3 <= t.max
     measured = calls[2:]  # after one warm-up call each
-    assert measured[:4] == ["a", "b", "b", "a"]  # interleaved, order rotated every round
+    rounds = [measured[i : i + 2] for i in range(0, len(measured), 2)]  # an untimed step, then the timed one
+    assert all(r[0] == r[1] for r in rounds)
+    assert sorted(r[0] for r in rounds[:2]) == ["a", "b"]  # interleaved: one round of each in turn
+
+
+def test_measure_shuffles_so_each_contender_follows_every_other_about_as_often():
+    """With three contenders a rotation (ABC, BCA, CAB) puts C before A twice as often as B; the
+    seeded shuffle of `measure` lets each follow each other about equally often, the same every run."""
+    runs = []
+    for _ in range(2):
+        calls = []
+
+        def contender(name, calls=calls):
+            return bench.Contender(
+                name, bench.NETWORKS["seed"], 1, bench.load_backend("numpy"), lambda: calls.append(name)
+            )
+
+        cs = [contender(name) for name in "abc"]
+        bench.measure(cs, budget_s=1e9, min_rounds=1, max_rounds=600, warmup=1, min_round_s=0.0)
+        runs.append(calls)
+    assert runs[0] == runs[1]  # seeded
+    rounds = runs[0][3::2]  # after the warm-ups, one name per round (its untimed and timed steps)
+    assert len(rounds) == 3 * 600
+    follows = {}
+    for before, after in zip(rounds, rounds[1:]):
+        if before != after:
+            follows[after, before] = follows.get((after, before), 0) + 1
+    for name in "abc":
+        counts = [n for (after, _), n in follows.items() if after == name]
+        assert len(counts) == 2 and max(counts) / min(counts) < 1.25, follows
+
+
+def test_measure_times_the_steps_after_an_untimed_one():
+    """The first step of a round, which follows another contender's work, is not timed."""
+    import time
+
+    calls = []
+
+    def step():
+        time.sleep(0.02 if len(calls) % 2 == 1 else 0.0)  # calls 1, 3, 5: the first of each round (0: warm-up)
+        calls.append(1)
+
+    slow_first = bench.Contender("a", bench.NETWORKS["seed"], 1, bench.load_backend("numpy"), step)
+    t = bench.measure([slow_first], budget_s=0.0, min_rounds=3, max_rounds=3, warmup=1, min_round_s=0.0)["a"]
+    assert t.iterations == 1 and len(calls) == 1 + 3 * 2
+    assert t.max < 0.01  # the three timed steps took no sleep; the untimed ones slept
 
 
 def test_every_contender_runs_rounds_of_the_same_length():
@@ -129,7 +174,7 @@ def test_every_contender_runs_rounds_of_the_same_length():
     count = timings["fast"].iterations
     assert count == timings["slow"].iterations
     assert 2 <= count <= 5  # ceil(10 ms / ~2 ms, sleeping at least that long), not 1 from the 50 ms first step
-    assert len(fast_calls) == len(slow_calls) == 2 + 2 * count  # the warm-up steps, then two rounds each
+    assert len(fast_calls) == len(slow_calls) == 2 + 2 * (1 + count)  # warm-ups, then two rounds each
 
 
 # -- backprop bench ----------------------------------------------------------------------------

@@ -391,3 +391,86 @@ def test_the_products_take_the_bias_on_the_cpu():
         params[name] = [to_host(a) for layer in trainer.params for a in layer]
     for a, b in zip(params["torch"], params["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# -- the ways to compute the same step (`InPlace.CHOICES`) and their A/B timing ------------------
+def test_every_choice_is_taken_on_the_cpu_and_choose_flips_one():
+    lib = get_backend("torch", device="cpu", dtype="float32").inplace
+    assert lib.choices() == dict.fromkeys(torch_backend.InPlace.CHOICES, True)
+    off = lib.choose(bias_in_products=False)
+    assert off is not lib and off.choices() == {**lib.choices(), "bias_in_products": False}
+    assert lib.bias_in_products  # the backend's own namespace is not changed
+    assert off.choose(max_indices=False, narrow_dot=False).choices() == {
+        "bias_in_products": False,
+        "host_scalars": True,
+        "max_indices": False,
+        "narrow_dot": False,
+    }
+    with pytest.raises(ValueError, match="unknown choice.*'fast'.*valid: bias_in_products, host_scalars"):
+        lib.choose(fast=True)
+
+
+@pytest.mark.parametrize("choice", torch_backend.InPlace.CHOICES)
+def test_a_flipped_choice_trains_to_the_same_parameters(choice):
+    """Each choice computes the same step another way: 1024 rows of 3 classes reach the thresholds
+    of ``max_indices`` and ``narrow_dot``; without ``bias_in_products`` the plan has no [H 1]."""
+    import dataclasses
+
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(1024, 5)), rng.integers(0, 3, size=1024)
+    backend = get_backend("torch", device="cpu", dtype="float64")
+    params = []
+    for b in (backend, dataclasses.replace(backend, inplace=backend.inplace.choose(**{choice: False}))):
+        trainer = Trainer(MLP([5, 7, 3], activation="sigmoid", loss="softmax_cross_entropy"), optim.SGD(0.5), backend=b)
+        history = trainer.fit(X, y, epochs=3, batch_size=1024, progress=False)
+        assert trainer.step.lib is b.inplace
+        plan = trainer.step._plan(1024)
+        assert (plan.H1[1] is None) == (choice == "bias_in_products" and b is not backend)
+        params.append(([to_host(a) for layer in trainer.params for a in layer], history["accuracy"]))
+    (a, acc_a), (b, acc_b) = params
+    assert acc_a == acc_b
+    for x, z in zip(a, b):
+        np.testing.assert_allclose(x, z, rtol=1e-10, atol=1e-13)
+
+
+def test_choices_benchmark_times_each_flip_beside_the_default(cpu, tmp_path, capsys):
+    from backprop.bench import choices
+
+    row = choices.compare("digits", 32, cpu, "host_scalars", budget_s=0.05)
+    assert (row["network"], row["batch"], row["choice"], row["default"]) == ("digits", 32, "host_scalars", True)
+    assert row["max_relative_difference"] <= choices.AGREE_RTOL and row["rounds"] >= 3
+    for key in ("default_s", "flipped_s", "autograd_s"):
+        assert 0 < row[key] < 1
+    assert row["flipped_over_default"] == pytest.approx(row["flipped_s"] / row["default_s"])
+    assert row["default_over_autograd"] == pytest.approx(row["default_s"] / row["autograd_s"])
+
+    out = tmp_path / "choices"
+    argv = ["--device", "cpu", "--networks", "seed", "--batch-sizes", "2", "--time-budget", "0.01", "--out", str(out)]
+    assert choices.main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "choices.json").read_text())
+    assert [r["choice"] for r in report["rows"]] == list(torch_backend.InPlace.CHOICES)
+    assert report["defaults"] == cpu.inplace.choices() and report["device"]["device"] == "cpu"
+    assert (out / "choices.txt").read_text() == printed
+    assert printed.count("\nseed          2  ") == 4
+
+    assert choices.main(["--device", "cpu", "--choices", "bias_in_products,fast"]) == 2
+    assert "unknown choice(s) 'fast'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only torch has them"):
+        choices.flipped(get_backend("numpy"), "host_scalars")
+
+
+def test_choices_benchmark_refuses_a_flip_that_changes_the_result(cpu, monkeypatch):
+    """A flipped namespace that computes something else (here e^(1.1 z) for e^z) stops the comparison."""
+    from backprop.bench import choices
+
+    choose = torch_backend.InPlace.choose
+
+    def wrong(self, **kw):
+        other = choose(self, **kw)
+        other.exp = lambda a, out=None: torch.exp(1.1 * a, out=out)
+        return other
+
+    monkeypatch.setattr(torch_backend.InPlace, "choose", wrong)
+    with pytest.raises(RuntimeError, match="host_scalars flipped changes the step's result at digits / 32"):
+        choices.compare("digits", 32, cpu, "host_scalars", budget_s=0.01)

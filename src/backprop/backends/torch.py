@@ -14,6 +14,7 @@ use (``lib.dot(a, b, out=)`` for every pairing of 1-D and 2-D operands, ``lib.co
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -93,22 +94,26 @@ class InPlace:
     `backprop.backends.one_call_logistic` finds `logistic`."""
 
     __name__ = "torch"
-    MAX_FROM = 2048  # entries from which `argmax` takes torch.max's indices on the CPU
-    NARROW_ROWS = 1024  # rows from which `dot` computes Aᵀ B of a narrow output as (Bᵀ A)ᵀ on the CPU
+    MAX_FROM = 2048  # entries from which `argmax` takes torch.max's indices (``max_indices``)
+    NARROW_ROWS = 1024  # rows from which `dot` computes Aᵀ B of a narrow output as (Bᵀ A)ᵀ (``narrow_dot``)
     places_arrays = True  # every array is made on ``device`` here: the fused step enters no device context
+    # Ways to compute the same values, each taken where it measured faster: on the CPU (MKL) all of
+    # them; on a GPU none has been measured yet, so none is taken there (docs/benchmarks.md).
+    # `choose` gives a copy with some of them set, to time one against the other
+    # (`backprop.bench.choices`):
+    #   bias_in_products  the fused step's products take the bias in a column of ones ([H 1] Θ,
+    #                     [H 1]ᵀ δ) instead of the products of H alone and the bias passes
+    #                     (`backprop.training.fused`)
+    #   host_scalars      the finiteness test reads its 0-d results as Python numbers (no wait on the
+    #                     CPU, where arithmetic on 0-d tensors costs more; on a GPU each read waits)
+    #   max_indices       `argmax` takes torch.max's indices from `MAX_FROM` entries on
+    #   narrow_dot        `dot` computes a narrow Aᵀ B the other way round from `NARROW_ROWS` rows on
+    CHOICES = ("bias_in_products", "host_scalars", "max_indices", "narrow_dot")
 
     def __init__(self, torch, device):
         self.torch, self.device = torch, device
         on_cpu = device.type == "cpu"
-        # the fused step's products take the bias in a column of ones ([H 1] Θ, [H 1]ᵀ δ): on the CPU
-        # (MKL) faster than the products of H alone and the bias passes; on a GPU not measured, so not
-        # used (see `backprop.training.fused`)
-        self.bias_in_products = on_cpu
-        # a 0-d result is read as a Python number at no cost on the CPU, and arithmetic on numbers
-        # costs less than torch's on 0-d tensors; on a GPU each read waits for the device
-        self.host_scalars = on_cpu
-        self._max_from = self.MAX_FROM if on_cpu else math.inf  # see `argmax`
-        self._narrow_rows = self.NARROW_ROWS if on_cpu else math.inf  # see `dot`
+        self._choose(**dict.fromkeys(self.CHOICES, on_cpu))
         self.float32, self.float64, self.intp, self.bool_ = torch.float32, torch.float64, torch.int64, torch.bool
         # the same calls under NumPy's names (a tensor first, or a scalar that torch accepts there)
         self.add, self.subtract, self.multiply, self.divide = torch.add, torch.sub, torch.mul, torch.div
@@ -123,6 +128,26 @@ class InPlace:
 
     def __repr__(self) -> str:
         return f"InPlace(torch {self.torch.__version__}, {self.device})"
+
+    def _choose(self, bias_in_products: bool, host_scalars: bool, max_indices: bool, narrow_dot: bool) -> None:
+        self.bias_in_products, self.host_scalars = bias_in_products, host_scalars
+        self.max_indices, self.narrow_dot = max_indices, narrow_dot
+        self._max_from = self.MAX_FROM if max_indices else math.inf  # see `argmax`
+        self._narrow_rows = self.NARROW_ROWS if narrow_dot else math.inf  # see `dot`
+
+    def choices(self) -> dict[str, bool]:
+        """{choice: whether it is taken here}, for every name in `CHOICES`."""
+        return {name: getattr(self, name) for name in self.CHOICES}
+
+    def choose(self, **choices: bool) -> InPlace:
+        """A copy of this namespace with the named `CHOICES` set (the others as here); a step made
+        on it computes the same values the other way.  ValueError for a name not in `CHOICES`."""
+        unknown = sorted(set(choices) - set(self.CHOICES))
+        if unknown:
+            raise ValueError(f"unknown choice(s) {', '.join(map(repr, unknown))}; valid: {', '.join(self.CHOICES)}")
+        other = copy.copy(self)
+        other._choose(**{**self.choices(), **{name: bool(on) for name, on in choices.items()}})
+        return other
 
     def dtype(self, name):
         """The torch dtype called ``name`` ("float32", "float64"), or ``name`` if it is one."""
@@ -170,10 +195,10 @@ class InPlace:
     def dot(self, a, b, out=None):
         """NumPy's dot for 1-D and 2-D operands: mm, mv (either side) or dot, into ``out``.
 
-        On the CPU, a product Aᵀ B (``a`` a transposed view) with a narrow output, 2 to 15 columns,
-        summed over `NARROW_ROWS` rows or more, is computed the other way round, Bᵀ A, and copied
-        transposed into ``out``: MKL runs it 1.2–2.7× faster so (the output layer's dΘ = [H 1]ᵀ δ of
-        a classifier; docs/benchmarks.md)."""
+        With ``narrow_dot`` (on the CPU), a product Aᵀ B (``a`` a transposed view) with a narrow
+        output, 2 to 15 columns, summed over `NARROW_ROWS` rows or more, is computed the other way
+        round, Bᵀ A, and copied transposed into ``out``, which MKL runs faster (the output layer's
+        dΘ = [H 1]ᵀ δ of a classifier; docs/benchmarks.md)."""
         torch = self.torch
         if a.ndim == 2:
             if b.ndim != 2:
@@ -193,9 +218,9 @@ class InPlace:
         return self.torch.amax(a) if axis is None else self.torch.amax(a, dim=axis, keepdim=keepdims)
 
     def argmax(self, a, axis, out=None):
-        """The index of the first largest entry along ``axis``: on the CPU, from `MAX_FROM` entries
-        on, the indices of ``torch.max`` (its reduction along rows runs up to 3× faster than
-        ``argmax``'s there; below, ``argmax`` is the faster one)."""
+        """The index of the first largest entry along ``axis``: with ``max_indices`` (on the CPU),
+        from `MAX_FROM` entries on, the indices of ``torch.max``, whose reduction along rows runs
+        faster than ``argmax``'s there (below, ``argmax`` is the faster one; docs/benchmarks.md)."""
         if self._max_from <= a.numel():
             return self.torch.max(a, dim=axis, out=(self.torch.empty(0, dtype=a.dtype, device=a.device), out))[1]
         return self.torch.argmax(a, dim=axis, out=out)

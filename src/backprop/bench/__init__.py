@@ -30,13 +30,16 @@ callable that runs ONE step and synchronises (see `build`):
     same threads (CPU) and the same effective matmul precision.
 
 `measure` warms every contender up (compilation), then times them interleaved, round after
-round, until a time budget is spent, and reports the median round.
+round in a shuffled order, each round after an untimed step, until a time budget is spent, and
+reports the median round.
 
 The package, one concept per module: `grid` (networks, batch sizes, FLOPs), `workload` (the
 data and optimizer of a cell), `contenders` (`build` and the builders), `memory` (the peak
 memory of a step), `timing` (`measure`), `cells` (`run_cell`: one cell into report rows),
-`environment` (devices, precision, versions), `report` (the tables), `plot` (the figure) and
-`devices` (the device-count benchmark of the data-parallel step).
+`environment` (devices, precision, versions), `report` (the tables), `plot` (the figure),
+`devices` (the device-count benchmark of the data-parallel step) and `choices` (the torch
+backend's ways to compute the same step, each timed against the other: ``python -m
+backprop.bench.choices``).
 """
 
 from ..backends import BACKENDS, probe

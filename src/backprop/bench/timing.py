@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import statistics
 import time
 from collections.abc import Sequence
 
 from ..backends import threads
 from .contenders import Contender
+
+ORDER_SEED = 0  # of the shuffled order of the contenders' rounds (`measure`)
 
 
 @dataclasses.dataclass
@@ -66,13 +69,16 @@ def measure(
     """Time the contenders of one cell side by side; {name: Timing}.
 
     Each is warmed up first (``warmup`` steps: compilation, caches, allocator).  Then rounds
-    run interleaved — one round of each contender in turn, the order rotated every time — until
+    run interleaved — one round of each contender in turn, in an order shuffled every time — until
     ``budget_s`` seconds of rounds have passed and every contender has ``min_rounds`` rounds
     (a slow cell overruns the budget rather than report fewer), or all reach ``max_rounds``.
-    Every contender's round has the same number of steps, enough for the slowest one's (its
-    fastest warmup step) to last ``min_round_s``: the first step of a round follows another
-    contender's work (cold caches, threads asleep), and each contender then pays that for the
-    same share of its steps.
+    Every contender's round has the same number of timed steps, enough for the slowest one's
+    (its fastest warmup step) to last ``min_round_s``, after one untimed step: the first step
+    after another contender's work runs on caches filled with that one's arrays, markedly slower
+    (docs/benchmarks.md), which a training loop, one step after another, never pays.  The
+    shuffle (seeded: the same orders every run) lets each contender follow each other one about
+    equally often; a rotation does not from three contenders on (in rounds ABC, BCA, CAB, A
+    follows C twice as often as B).
     """
     warmup_s, fastest = {}, {}
     for c in contenders:
@@ -90,24 +96,24 @@ def _timed_rounds(
 ) -> dict[str, list[float]]:
     """{name: the per-step seconds of each of its rounds}, run as `measure` describes."""
     times = {c.name: [] for c in order}
+    shuffled = random.Random(ORDER_SEED)
     start = time.perf_counter()
-    k = 0
     while True:
-        todo = [c for c in order[k % len(order) :] + order[: k % len(order)] if len(times[c.name]) < max_rounds]
+        todo = [c for c in shuffled.sample(order, len(order)) if len(times[c.name]) < max_rounds]
         if not todo:
             break
         for c in todo:
             times[c.name].append(_round(c, iterations[c.name]))
-        k += 1
         if time.perf_counter() - start >= budget_s and all(len(t) >= min_rounds for t in times.values()):
             break
     return times
 
 
 def _round(contender: Contender, iterations: int) -> float:
-    """The per-step seconds of ``iterations`` consecutive steps (at the contender's ``blas_threads``,
-    set outside the timed steps)."""
+    """The per-step seconds of ``iterations`` consecutive steps after an untimed one (at the
+    contender's ``blas_threads``, set outside the timed steps)."""
     with threads.running_at(contender.blas_threads):
+        contender.step()
         start = time.perf_counter()
         for _ in range(iterations):
             contender.step()
