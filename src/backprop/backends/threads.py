@@ -40,7 +40,9 @@ import numpy as np
 
 ENV_VAR = "BACKPROP_BLAS_THREADS"
 ROUNDS = 5  # most trial rounds (one run at each candidate count per round)
-BUDGET_S = 2e-3  # no new round once the trials took this long (at least one round runs)
+# no new round once the trials took this long (at least one round runs): long enough for a few
+# rounds of steps of some milliseconds, whose one-sample choice a single slow trial could decide
+BUDGET_S = 0.25
 MARGIN = 0.03  # another count must beat the current one by this fraction to be chosen
 CLEAR = 2.0  # no new round once the best count is this many times faster than every other
 MAX_CHOICES = 256  # choices remembered per process (`remember`)
@@ -96,8 +98,9 @@ class Trials:
     """The automatic choice driven from outside: ``next()`` says which count to run a trial at
     (None once the choice is made, in `chosen`), ``record(seconds)`` takes that trial's time.
 
-    The schedule: one untimed trial first (``counts[0]``: caches, fresh buffers), then rounds of
-    one trial at each count, in ascending and descending order by turns, until ``rounds`` rounds
+    The schedule: one untimed trial at each count first, ascending (caches, fresh buffers, and
+    the first start of a thread pool, which can cost many steps: docs/benchmarks.md), then rounds
+    of one trial at each count, in ascending and descending order by turns, until ``rounds`` rounds
     or, after the first, once the timed trials add up to ``budget_s`` or one count scores
     ``clear`` times faster than every other (a clear winner).  Each count scores the median of
     its trials (what a long run pays, intermittent waits for busy threads included, one outlier
@@ -122,8 +125,8 @@ class Trials:
         self.clear = clear
         self.samples: dict[int, list[float]] = {n: [] for n in self.counts}
         self.chosen: int | None = self.counts[0] if len(self.counts) == 1 else None
-        self._queue = [self.counts[0], *self.counts]  # the untimed trial, then the first round
-        self._untimed, self._round, self._spent = True, 0, 0.0
+        self._queue = [*self.counts, *self.counts]  # the untimed trials, then the first round
+        self._untimed, self._round, self._spent = len(self.counts), 0, 0.0
 
     def next(self) -> int | None:
         """The count of the next trial, or None: the choice is made."""
@@ -133,7 +136,7 @@ class Trials:
         """The seconds of the trial at the count `next` gave."""
         n = self._queue.pop(0)
         if self._untimed:
-            self._untimed = False
+            self._untimed -= 1
             return
         self.samples[n].append(float(seconds))
         self._spent += float(seconds)

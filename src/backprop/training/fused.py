@@ -301,7 +301,9 @@ class FusedStep:
         each candidate count, each from the same parameters, slots and state, restored after it
         (a step writes its new parameters into the other buffer and leaves the parameters' buffer
         as it was: only the slots, updated in place, are copied).  A count other than the one in
-        force is charged what switching to it costs a single step."""
+        force is charged what switching to it costs a single step.  Each trial times the second
+        of two such steps: in the first, BLAS threads left idle by the trial before wake up (a
+        stall of milliseconds on a VM), which steps one after another do not pay."""
         candidates = threads.candidates(session.limit)
         if len(candidates) == 1:
             return candidates[0]
@@ -310,16 +312,17 @@ class FusedStep:
         session.use(None)  # the count in force (another plan's may be set in this epoch)
 
         def measure(n: int) -> float:  # a single step's cost: another count is read, set and put back
-            start = threads.clock()
-            if n != session.limit:
-                session.read()
-                session.use(n)
-            self._run(plan, X, Y, state, t, count, checked=False)
-            session.use(None)
-            seconds = threads.clock() - start
-            self._cur, self._fields = cur, fields
-            for flat, copy in zip(flats, kept, strict=True):
-                flat[...] = copy
+            for _ in range(2):  # the second: the first wakes the BLAS threads that the last trial left idle
+                start = threads.clock()
+                if n != session.limit:
+                    session.read()
+                    session.use(n)
+                self._run(plan, X, Y, state, t, count, checked=False)
+                session.use(None)
+                seconds = threads.clock() - start
+                self._cur, self._fields = cur, fields
+                for flat, copy in zip(flats, kept, strict=True):
+                    flat[...] = copy
             return seconds
 
         return threads.choose(candidates, measure, keep=session.limit)
