@@ -176,7 +176,7 @@ phase bench "$BENCH_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PR
 if [[ $DRY_RUN == 0 && ",$BENCH_BACKENDS," == *",torch,"* ]] \
     && "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
   phase torch-choices "$CHOICES_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PRECISION:-highest}" \
-    "$PYTHON" -m backprop.bench.choices --device cuda --networks digits,mnist --batch-sizes 32,2048,65536 \
+    "$PYTHON" -m backprop.bench.choices --device cuda --networks digits,mnist --batch-sizes 32,8192 \
     --time-budget 0.3 --out "$OUT"
 fi
 
