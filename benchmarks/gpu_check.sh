@@ -3,7 +3,7 @@
 #   1. installs missing pure-Python wheels from .whl/ (offline; into .whl/site, nothing else is touched),
 #   2. runs the whole test suite with BACKPROP_BACKEND=cupy, then again with BACKPROP_BACKEND=jax,
 #   3. runs the benchmark grid (backprop bench) on both backends and torch,
-#   4. times the torch backend's choices on CUDA (python -m backprop.bench.choices),
+#   4. times the torch backend's choices on CUDA (backprop bench --choices all),
 # and writes every log, bench.json, bench.txt, bench.png and choices.* under $OUT (default bench-results/).
 # Each phase has its own time limit, so the whole check ends in under 10 minutes; a failing test
 # phase does not stop the benchmarks, but the script exits non-zero at the end.
@@ -175,9 +175,9 @@ phase bench "$BENCH_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PR
 #    defaults can follow a measurement (choices.txt, choices.json).
 if [[ $DRY_RUN == 0 && ",$BENCH_BACKENDS," == *",torch,"* ]] \
     && "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
-  phase torch-choices "$CHOICES_TIMEOUT" env BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PRECISION:-highest}" \
-    "$PYTHON" -m backprop.bench.choices --device cuda --networks digits,mnist --batch-sizes 32,8192 \
-    --time-budget 0.3 --out "$OUT"
+  phase torch-choices "$CHOICES_TIMEOUT" env BACKPROP_DEVICE=cuda \
+    BACKPROP_MATMUL_PRECISION="${BACKPROP_MATMUL_PRECISION:-highest}" "$PYTHON" -m backprop bench --choices all \
+    --backends torch --networks digits,mnist --batch-sizes 32,8192 --time-budget 0.3 --out "$OUT"
 fi
 
 # 6. Optional (EPOCH_UNROLLS="1 8 32 128"): JAX's whole epochs of the 2-3-1 network at each scan

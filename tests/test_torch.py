@@ -433,7 +433,7 @@ def test_a_flipped_choice_trains_to_the_same_parameters(choice):
         np.testing.assert_allclose(x, z, rtol=1e-10, atol=1e-13)
 
 
-def test_choices_benchmark_times_each_flip_beside_the_default(cpu, tmp_path, capsys):
+def test_choices_benchmark_times_each_flip_beside_the_default(cpu, tmp_path, capsys, monkeypatch):
     from backprop.bench import choices
 
     row = choices.compare("digits", 32, cpu, "host_scalars", budget_s=0.05)
@@ -444,9 +444,12 @@ def test_choices_benchmark_times_each_flip_beside_the_default(cpu, tmp_path, cap
     assert row["flipped_over_default"] == pytest.approx(row["flipped_s"] / row["default_s"])
     assert row["default_over_autograd"] == pytest.approx(row["default_s"] / row["autograd_s"])
 
+    from backprop.cli import main
+
+    monkeypatch.setenv("BACKPROP_DEVICE", "cpu")
     out = tmp_path / "choices"
-    argv = ["--device", "cpu", "--networks", "seed", "--batch-sizes", "2", "--time-budget", "0.01", "--out", str(out)]
-    assert choices.main(argv) == 0
+    argv = ["bench", "--choices", "all", "--networks", "seed", "--batch-sizes", "2", "--time-budget", "0.01"]
+    assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "choices.json").read_text())
     assert [r["choice"] for r in report["rows"]] == list(torch_backend.InPlace.CHOICES)
@@ -454,8 +457,12 @@ def test_choices_benchmark_times_each_flip_beside_the_default(cpu, tmp_path, cap
     assert (out / "choices.txt").read_text() == printed
     assert printed.count("\nseed          2  ") == 4
 
-    assert choices.main(["--device", "cpu", "--choices", "bias_in_products,fast"]) == 2
-    assert "unknown choice(s) 'fast'" in capsys.readouterr().err
+    assert main(["bench", "--choices", "bias_in_products,fast"]) == 2
+    assert "unknown choice 'fast' in --choices; valid: bias_in_products, host_scalars" in capsys.readouterr().err
+    assert main(["bench", "--choices", "all", "--backends", "numpy"]) == 2
+    assert "--choices times the torch backend only" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown choice.*'fast'"):
+        choices.run(cpu, ["seed"], [2], ["fast"])
     with pytest.raises(ValueError, match="only torch has them"):
         choices.flipped(get_backend("numpy"), "host_scalars")
 

@@ -100,7 +100,7 @@ class InPlace:
     # Ways to compute the same values, each taken where it measured faster: on the CPU (MKL) all of
     # them; on a GPU none has been measured yet, so none is taken there (docs/benchmarks.md).
     # `choose` gives a copy with some of them set, to time one against the other
-    # (`backprop.bench.choices`):
+    # (`backprop.bench.choices`, ``backprop bench --choices``):
     #   bias_in_products  the fused step's products take the bias in a column of ones ([H 1] Θ,
     #                     [H 1]ᵀ δ) instead of the products of H alone and the bias passes
     #                     (`backprop.training.fused`)

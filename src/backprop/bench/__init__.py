@@ -38,8 +38,8 @@ data and optimizer of a cell), `contenders` (`build` and the builders), `memory`
 memory of a step), `timing` (`measure`), `cells` (`run_cell`: one cell into report rows),
 `environment` (devices, precision, versions), `report` (the tables), `plot` (the figure),
 `devices` (the device-count benchmark of the data-parallel step) and `choices` (the torch
-backend's ways to compute the same step, each timed against the other: ``python -m
-backprop.bench.choices``).
+backend's ways to compute the same step, each timed against the other: ``backprop bench
+--choices``).
 """
 
 from ..backends import BACKENDS, probe

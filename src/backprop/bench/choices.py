@@ -7,27 +7,19 @@ interleaved by `measure` (the order shuffled every round).  Before timing, both 
 steps from the same weights and must reach the same parameters: a flipped choice that computes
 something else would make its time meaningless, so it stops the run.
 
-    python -m backprop.bench.choices                                # the CPU, digits and mnist
-    python -m backprop.bench.choices --device cuda --out DIR        # what the GPU check runs
-    python -m backprop.bench.choices --networks mnist --batch-sizes 2048 --choices host_scalars
-
-The report: per row the default and flipped medians, flipped ÷ default (< 1: the flip is faster,
-and the default should change on this device) and each ÷ torch autograd.
+The command line is ``backprop bench --choices`` (`backprop.cli.bench`); the GPU check runs it on
+CUDA.  The report: per row the default and flipped medians, flipped ÷ default (< 1: the flip is
+faster, and the default should change on this device) and each ÷ torch autograd.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import pathlib
-import sys
 from collections.abc import Sequence
 
-import numpy as np
-
-from ..backends import Backend, get_backend
-from .contenders import build_backprop, build_torch, torch_unavailable
+from ..backends import Backend
+from ..gradcheck import relative_error
+from .contenders import build_backprop, build_torch
 from .environment import device_description, environment
 from .grid import get_network
 from .memory import release_memory
@@ -40,11 +32,16 @@ DEFAULT_NETWORKS = ("digits", "mnist")
 DEFAULT_BATCH_SIZES = (32, 256, 2048)
 
 
+def _namespace(backend: Backend):
+    """The backend's in-place namespace, which has the choices (ValueError elsewhere than torch)."""
+    if not hasattr(backend.inplace, "CHOICES"):
+        raise ValueError(f"backend {backend.name!r} has no choices to time; only torch has them")
+    return backend.inplace
+
+
 def flipped(backend: Backend, choice: str) -> Backend:
     """``backend`` with its in-place namespace's ``choice`` the other way (ValueError: not a choice of it)."""
-    lib = backend.inplace
-    if not hasattr(lib, "CHOICES"):
-        raise ValueError(f"backend {backend.name!r} has no choices to time; only torch has them")
+    lib = _namespace(backend)
     return dataclasses.replace(backend, inplace=lib.choose(**{choice: not lib.choices().get(choice)}))
 
 
@@ -60,10 +57,7 @@ def compare(
         for c in contenders:
             for _ in range(AGREE_STEPS):
                 c.step()
-        worst = max(
-            float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
-            for a, b in zip(contenders[1].params(), contenders[0].params())
-        )
+        worst = max(relative_error(a, b)[1] for a, b in zip(contenders[1].params(), contenders[0].params()))
         if not worst <= AGREE_RTOL:
             raise RuntimeError(
                 f"{choice} flipped changes the step's result at {network} / {batch}: parameters after "
@@ -93,19 +87,15 @@ def compare(
 
 
 def run(
+    backend: Backend,
     networks: Sequence[str] = DEFAULT_NETWORKS,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    device: str | None = None,
     choices: Sequence[str] | None = None,
     optimizer: str = "sgd",
     budget_s: float = 2.0,
 ) -> dict:
-    """Every (network, batch size, choice) of torch on ``device`` (None: torch's default), as a report."""
-    reason = torch_unavailable()
-    if reason:
-        raise RuntimeError(reason)
-    backend = get_backend("torch", device=device, dtype="float32")
-    names = tuple(choices) if choices else backend.inplace.CHOICES
+    """Every (network, batch size, choice: every one by default) on the torch ``backend``, as a report."""
+    names = tuple(choices) if choices else _namespace(backend).CHOICES
     for name in names:
         flipped(backend, name)  # an unknown name fails here, before anything is timed
     rows = [
@@ -143,47 +133,3 @@ def format_table(report: dict) -> str:
         )
     lines.append("flip÷dflt < 1: the step is faster with the choice flipped on this device; torch: eager autograd.")
     return "\n".join(lines)
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m backprop.bench.choices", description=__doc__.split("\n\n")[0].replace("\n", " ")
-    )
-    parser.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N, mps (default: torch's)")
-    parser.add_argument("--networks", type=_names, default=list(DEFAULT_NETWORKS), help="comma-separated")
-    parser.add_argument("--batch-sizes", type=_ints, default=list(DEFAULT_BATCH_SIZES), help="comma-separated")
-    parser.add_argument("--choices", type=_names, default=None, help="comma-separated (default: every one)")
-    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
-    parser.add_argument("--time-budget", type=float, default=2.0, help="seconds of timed rounds per row")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="also write choices.json and choices.txt here")
-    args = parser.parse_args(argv)
-    try:
-        report = run(args.networks, args.batch_sizes, args.device, args.choices, args.optimizer, args.time_budget)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    table = format_table(report)
-    print(table)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "choices.json").write_text(json.dumps(report, indent=1, default=str))
-        (args.out / "choices.txt").write_text(table + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,6 +31,7 @@ from . import CommandError, positive_ints
 
 def add_arguments(parser) -> None:
     from .. import bench
+    from ..backends.torch import InPlace  # (torch itself is imported only when a torch backend loads)
 
     parser.add_argument(
         "--networks",
@@ -83,6 +84,12 @@ def add_arguments(parser) -> None:
         help="data-parallel scaling instead: the backprop step on JAX on 1,2,4… devices "
         "(comma-separated counts; simulated CPU devices where there is no GPU), "
         "see backprop.training.distributed",
+    )
+    parser.add_argument(
+        "--choices",
+        help="the torch backend's ways to compute the step instead: each of these (comma-separated, from: "
+        f"{', '.join(InPlace.CHOICES)}; or all) flipped beside the default step and torch autograd, on "
+        "BACKPROP_DEVICE (default networks digits,mnist, batch sizes 32,256,2048), see backprop.bench.choices",
     )
 
 
@@ -186,6 +193,8 @@ def _run(args, opts: dict) -> int:
 
     if getattr(args, "devices", None):
         return bench_command(args, opts)
+    if getattr(args, "choices", None):
+        return choices_command(args, opts)
     # JAX would otherwise grab 75% of a GPU's memory and starve CuPy and torch in this process.
     if "jax" not in sys.modules:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -334,6 +343,42 @@ def bench_command(args, opts: dict) -> int:
         with open(os.path.join(args.out, "bench_devices.txt"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
         print(f"wrote {os.path.join(args.out, 'bench_devices.json')}, bench_devices.txt", file=sys.stderr)
+    return 0
+
+
+def choices_command(args, opts: dict) -> int:
+    """``backprop bench --choices all``: each of the torch step's choices flipped beside the default
+    (`backprop.bench.choices`), the table (and choices.json, choices.txt in --out)."""
+    from .. import bench
+    from ..backends.torch import InPlace
+    from ..bench import choices
+
+    if opts["backends"] not in (None, ["torch"]):
+        raise CommandError("--choices times the torch backend only (leave out --backends or pass --backends torch)")
+    names = (
+        list(InPlace.CHOICES)
+        if args.choices.strip().lower() == "all"
+        else _names(args.choices, InPlace.CHOICES, "choices")
+    )
+    torch_missing = bench.probe("torch").reason
+    if torch_missing is not None:
+        raise CommandError(f"--choices needs the torch backend: {torch_missing}")
+    report = choices.run(
+        bench.load_backend("torch"),
+        opts["networks"] if args.networks else choices.DEFAULT_NETWORKS,
+        opts["batch_sizes"] or choices.DEFAULT_BATCH_SIZES,
+        names,
+        opts["optimizer"],
+        opts["time_budget_s"],
+    )
+    table = choices.format_table(report)
+    print(table)
+    if args.out:
+        with open(os.path.join(args.out, "choices.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(args.out, "choices.txt"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        print(f"wrote {os.path.join(args.out, 'choices.json')}, choices.txt", file=sys.stderr)
     return 0
 
 
