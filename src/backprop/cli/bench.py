@@ -335,14 +335,7 @@ def bench_command(args, opts: dict) -> int:
         opts["time_budget_s"],
         log=lambda line: print(line, file=sys.stderr),
     )
-    table = format_devices_table(report)
-    print(table)
-    if args.out:
-        with open(os.path.join(args.out, "bench_devices.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(args.out, "bench_devices.txt"), "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        print(f"wrote {os.path.join(args.out, 'bench_devices.json')}, bench_devices.txt", file=sys.stderr)
+    _print_and_write(report, format_devices_table(report), args.out, "bench_devices")
     return 0
 
 
@@ -371,15 +364,19 @@ def choices_command(args, opts: dict) -> int:
         opts["optimizer"],
         opts["time_budget_s"],
     )
-    table = choices.format_table(report)
-    print(table)
-    if args.out:
-        with open(os.path.join(args.out, "choices.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(args.out, "choices.txt"), "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        print(f"wrote {os.path.join(args.out, 'choices.json')}, choices.txt", file=sys.stderr)
+    _print_and_write(report, choices.format_table(report), args.out, "choices")
     return 0
+
+
+def _print_and_write(report: dict, table: str, out: str | None, stem: str) -> None:
+    """Print ``table``; in ``out`` (if given) write ``stem``.json (the report) and ``stem``.txt (the table)."""
+    print(table)
+    if out:
+        with open(os.path.join(out, f"{stem}.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(out, f"{stem}.txt"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        print(f"wrote {os.path.join(out, stem + '.json')}, {stem}.txt", file=sys.stderr)
 
 
 def parse_device_counts(text: str) -> list[int]:
